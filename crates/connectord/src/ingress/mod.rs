@@ -1,0 +1,3 @@
+pub mod dispatch;
+pub mod envelope;
+pub mod signature;

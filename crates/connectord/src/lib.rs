@@ -1,0 +1,10 @@
+//! connectord keeps a platform's content in step with GitHub repositories.
+//!
+//! A delivery's path: [`ingress`] verifies and normalizes it and
+//! [`ingress::dispatch`] decides what it means; the [`store`] records it and
+//! enqueues sync jobs in one transaction; [`sync`] workers claim the jobs and
+//! run them through a [`sync::Reconciler`]; [`admin`] shows all of it.
+
+pub mod domain;
+pub mod ingress;
+pub mod store;

@@ -1,0 +1,125 @@
+//! Storage: one trait, one implementation per backend (SQLite now; PostgreSQL
+//! is planned as the second). Everything that must be atomic is one trait
+//! method, so a backend can keep its transaction discipline to itself.
+
+pub mod models;
+pub mod sqlite;
+
+use crate::ingress::dispatch::Plan;
+use async_trait::async_trait;
+use models::*;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    /// The store could not commit (locked, disk full, gone): callers answer 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+                StoreError::Unavailable(db.message().to_owned())
+            }
+            _ => StoreError::Internal(e.into()),
+        }
+    }
+}
+
+/// SQLite's BUSY/LOCKED/IOERR/FULL/CANTOPEN/READONLY primary codes: the store
+/// is there but cannot take a write right now.
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    let Some(code) = code.and_then(|c| c.parse::<i32>().ok()) else { return false };
+    matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A delivery body kept for inspection and replay.
+#[derive(Debug, Clone)]
+pub struct StoredBody {
+    pub event: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    pub hook_id: Option<String>,
+    pub hook_installation_target_id: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Readiness: the store answers a trivial query.
+    async fn ping(&self) -> Result<()>;
+
+    /// Woken whenever a job becomes runnable; workers also poll as a fallback.
+    fn jobs_ready(&self) -> Arc<Notify>;
+
+    // --- ingress -----------------------------------------------------------
+
+    /// Records the delivery and applies its plan in one transaction. A delivery
+    /// id already recorded yields [`Outcome::Duplicate`] and changes nothing.
+    async fn ingest(&self, delivery: NewDelivery, plan: Plan) -> Result<IngestOutcome>;
+    async fn delivery_body(&self, delivery_id: &str) -> Result<StoredBody>;
+    /// The next free replay id for a delivery (`<id>:replay:<n>`).
+    async fn next_replay_id(&self, delivery_id: &str) -> Result<String>;
+    /// Drops retained bodies of deliveries received before `before`.
+    async fn prune_delivery_bodies(&self, before: Millis) -> Result<u64>;
+
+    // --- queue -------------------------------------------------------------
+
+    /// Claims the oldest runnable job under a lease, or `None`.
+    async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<ClaimedJob>>;
+    /// Extends the lease; `false` means it was lost and the worker must stop.
+    async fn heartbeat(&self, job: &ClaimedJob, now: Millis, lease_ms: i64) -> Result<bool>;
+    /// Records the result (`completed`, or `partial` with failures). Fenced.
+    async fn finish_job(&self, job: &ClaimedJob, result: &SyncResult, now: Millis) -> Result<bool>;
+    /// Puts the job back for another try at `run_at`. A rate-limit wait does
+    /// not consume the attempt. Fenced.
+    async fn retry_job(
+        &self,
+        job: &ClaimedJob,
+        run_at: Millis,
+        error: &str,
+        consume_attempt: bool,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Ends the job and its sync event `failed`. Fenced.
+    async fn fail_job(&self, job: &ClaimedJob, error: &str, now: Millis) -> Result<bool>;
+    /// Returns a claimed job untouched (shutdown before it ran). Fenced.
+    async fn release_job(&self, job: &ClaimedJob) -> Result<bool>;
+    /// Jobs whose lease expired go back to the queue (or fail when out of attempts).
+    async fn rescue_expired_leases(&self, now: Millis) -> Result<u64>;
+    /// Sync events by status, for /metrics.
+    async fn sync_event_counts(&self) -> Result<Vec<(String, i64)>>;
+
+    // --- admin -------------------------------------------------------------
+
+    /// Creates the connector for an installation, or returns the existing one (`false`).
+    async fn create_connector(&self, installation_id: i64) -> Result<(ConnectorInstance, bool)>;
+    async fn list_connectors(&self, page: &Page) -> Result<Listing<ConnectorInstance>>;
+    async fn get_connector(&self, id: &str) -> Result<ConnectorInstance>;
+    /// Creates the target and queues its initial sync in one transaction.
+    async fn create_target(&self, connector_id: &str, target: NewTarget) -> Result<(Target, SyncEvent)>;
+    async fn list_targets(&self, connector_id: &str, page: &Page) -> Result<Listing<Target>>;
+    async fn get_target(&self, id: &str) -> Result<Target>;
+    /// Removes the target from tracking and cancels its pending jobs.
+    async fn delete_target(&self, id: &str) -> Result<()>;
+    /// Queues a manual sync (head resolved when it runs).
+    async fn request_sync(&self, target_id: &str) -> Result<SyncEvent>;
+    async fn list_sync_events(&self, filter: &SyncEventFilter, page: &Page) -> Result<Listing<SyncEvent>>;
+    async fn get_sync_event(&self, id: &str) -> Result<SyncEvent>;
+    async fn list_deliveries(&self, page: &Page) -> Result<Listing<Delivery>>;
+    async fn get_delivery(&self, id: &str) -> Result<Delivery>;
+}

@@ -1,0 +1,234 @@
+//! Rows as the admin API shows them (camelCase JSON), and the inputs that create them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Milliseconds since the Unix epoch, the store's only time representation.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// RFC 3339 (UTC, millisecond precision) for API output.
+pub fn rfc3339(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorInstance {
+    pub id: String,
+    /// Always `github` for now.
+    #[serde(rename = "type")]
+    pub connector_type: String,
+    pub installation_id: i64,
+    pub account_login: Option<String>,
+    /// `active`, `suspended` or `deleted`.
+    pub status: String,
+    pub repository_selection: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub permissions: Option<serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub id: String,
+    pub connector_id: String,
+    pub repository_full_name: String,
+    pub repository_id: Option<i64>,
+    pub branch: String,
+    /// Empty for the whole repository, else a directory ending in `/`.
+    pub path_prefix: String,
+    /// `active`, `inactive` (installation deleted), `inaccessible` (removed from the installation) or `deleted` (repository deleted).
+    pub status: String,
+    /// `pending` (never synced), `ok`, `failing`, `inaccessible` or `branch_deleted`.
+    pub health: String,
+    pub archived: bool,
+    /// The head of the last push recorded for the branch.
+    pub latest_head_sha: Option<String>,
+    pub last_synced_sha: Option<String>,
+    pub last_synced_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct SyncCounts {
+    pub created: i64,
+    pub updated: i64,
+    pub deleted: i64,
+    pub skipped: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct FileFailure {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncEvent {
+    pub id: String,
+    pub connector_target_id: String,
+    pub delivery_id: Option<String>,
+    /// `push`, `initial` (target created), `manual` (admin request) or `resync` (access regained).
+    pub trigger: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// Null until resolved for initial and manual syncs.
+    pub head_sha: Option<String>,
+    /// `queued`, `running`, `completed`, `partial`, `failed`, `superseded` or `cancelled`.
+    pub status: String,
+    pub counts: SyncCounts,
+    pub failures: Vec<FileFailure>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    /// When a queued (retrying) event will next be tried.
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The `X-GitHub-Delivery` id (replays get `<id>:replay:<n>`).
+    pub id: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub installation_id: Option<i64>,
+    pub repository_id: Option<i64>,
+    pub repository_full_name: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub head_sha: Option<String>,
+    pub hook_id: Option<String>,
+    pub hook_installation_target_id: Option<String>,
+    /// `accepted`, `ignored` or `duplicate` (same head already queued).
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub sync_event_ids: Vec<String>,
+    /// Whether the raw body is still retained (and so can be replayed).
+    pub body_retained: bool,
+    pub replay_of: Option<String>,
+    pub received_at: String,
+}
+
+/// `GithubConnectorSyncJob`: exactly the spec's fields.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GithubConnectorSyncJob {
+    /// Always `github`.
+    pub connector_type: String,
+    pub connector_instance_id: String,
+    pub connector_target_id: String,
+    pub connector_sync_event_id: String,
+    /// Null for initial, manual and resync jobs, which no delivery caused.
+    pub delivery_id: Option<String>,
+    pub installation_id: i64,
+    /// Null when the target was added by name and no push has told us its id yet.
+    pub repository_id: Option<i64>,
+    pub repository_full_name: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// Null for initial and manual syncs: the worker resolves the branch head when it runs.
+    pub head_sha: Option<String>,
+}
+
+/// A job a worker holds under a lease. `attempt` fences every later state change.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job_id: String,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub job: GithubConnectorSyncJob,
+    /// The target's path prefix and the branch, for the reconciler.
+    pub path_prefix: String,
+}
+
+/// A verified delivery about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub installation_id: Option<i64>,
+    pub repository_id: Option<i64>,
+    pub repository_full_name: Option<String>,
+    pub git_ref: Option<String>,
+    pub head_sha: Option<String>,
+    pub hook_id: Option<String>,
+    pub hook_installation_target_id: Option<String>,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    pub replay_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Accepted,
+    Ignored,
+    Duplicate,
+}
+
+/// What ingress answers, and what a replay returns.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestOutcome {
+    pub delivery_id: String,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sync_event_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTarget {
+    pub repository_full_name: crate::domain::RepoFullName,
+    pub repository_id: Option<i64>,
+    pub branch: crate::domain::BranchName,
+    pub path_prefix: crate::domain::PathPrefix,
+}
+
+/// One page of a list, newest first; pass `nextCursor` back as `cursor` for the next.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Keyset pagination: newest first; `cursor` is opaque (the key of the previous page's last item).
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub limit: i64,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncEventFilter {
+    pub target_id: Option<String>,
+    pub status: Option<String>,
+}
+
+/// The worker's report of a finished reconciliation.
+#[derive(Debug, Clone, Default)]
+pub struct SyncResult {
+    pub head_sha: Option<String>,
+    pub counts: SyncCounts,
+    pub failures: Vec<FileFailure>,
+}

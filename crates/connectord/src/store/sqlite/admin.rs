@@ -1,0 +1,230 @@
+//! Admin reads and writes: connectors, targets, sync events, deliveries.
+
+use super::enqueue::{cancel_pending, enqueue, Enqueued, Trigger};
+use super::ingest::{parse_ids, Ctx, TargetRef, TARGET_REF_SELECT};
+use crate::store::models::*;
+use crate::store::{Result, StoreError};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+fn opt_time(row: &SqliteRow, col: &str) -> Result<Option<String>> {
+    Ok(row.try_get::<Option<i64>, _>(col)?.map(rfc3339))
+}
+
+fn time(row: &SqliteRow, col: &str) -> Result<String> {
+    Ok(rfc3339(row.try_get(col)?))
+}
+
+pub fn connector_from_row(r: &SqliteRow) -> Result<ConnectorInstance> {
+    Ok(ConnectorInstance {
+        id: r.try_get("id")?,
+        connector_type: r.try_get("connector_type")?,
+        installation_id: r.try_get("installation_id")?,
+        account_login: r.try_get("account_login")?,
+        status: r.try_get("status")?,
+        repository_selection: r.try_get("repository_selection")?,
+        permissions: r
+            .try_get::<Option<String>, _>("permissions")?
+            .and_then(|p| serde_json::from_str(&p).ok()),
+        created_at: time(r, "created_at")?,
+        updated_at: time(r, "updated_at")?,
+    })
+}
+
+pub fn target_from_row(r: &SqliteRow) -> Result<Target> {
+    Ok(Target {
+        id: r.try_get("id")?,
+        connector_id: r.try_get("connector_id")?,
+        repository_full_name: r.try_get("repository_full_name")?,
+        repository_id: r.try_get("repository_id")?,
+        branch: r.try_get("branch")?,
+        path_prefix: r.try_get("path_prefix")?,
+        status: r.try_get("status")?,
+        health: r.try_get("health")?,
+        archived: r.try_get("archived")?,
+        latest_head_sha: r.try_get("latest_head_sha")?,
+        last_synced_sha: r.try_get("last_synced_sha")?,
+        last_synced_at: opt_time(r, "last_synced_at")?,
+        created_at: time(r, "created_at")?,
+        updated_at: time(r, "updated_at")?,
+    })
+}
+
+pub fn sync_event_from_row(r: &SqliteRow) -> Result<SyncEvent> {
+    Ok(SyncEvent {
+        id: r.try_get("id")?,
+        connector_target_id: r.try_get("connector_target_id")?,
+        delivery_id: r.try_get("delivery_id")?,
+        trigger: r.try_get("trigger")?,
+        git_ref: r.try_get("ref")?,
+        head_sha: r.try_get("head_sha")?,
+        status: r.try_get("status")?,
+        counts: SyncCounts {
+            created: r.try_get("created_count")?,
+            updated: r.try_get("updated_count")?,
+            deleted: r.try_get("deleted_count")?,
+            skipped: r.try_get("skipped_count")?,
+        },
+        failures: serde_json::from_str(r.try_get::<&str, _>("failures")?).unwrap_or_default(),
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+        next_attempt_at: opt_time(r, "next_attempt_at")?,
+        created_at: time(r, "created_at")?,
+        started_at: opt_time(r, "started_at")?,
+        completed_at: opt_time(r, "completed_at")?,
+    })
+}
+
+pub fn delivery_from_row(r: &SqliteRow) -> Result<Delivery> {
+    Ok(Delivery {
+        id: r.try_get("delivery_id")?,
+        event: r.try_get("event")?,
+        action: r.try_get("action")?,
+        installation_id: r.try_get("installation_id")?,
+        repository_id: r.try_get("repository_id")?,
+        repository_full_name: r.try_get("repository_full_name")?,
+        git_ref: r.try_get("ref")?,
+        head_sha: r.try_get("head_sha")?,
+        hook_id: r.try_get("hook_id")?,
+        hook_installation_target_id: r.try_get("hook_installation_target_id")?,
+        outcome: r.try_get("outcome")?,
+        reason: r.try_get("reason")?,
+        sync_event_ids: parse_ids(r, "sync_event_ids"),
+        body_retained: r.try_get("body_retained")?,
+        replay_of: r.try_get("replay_of")?,
+        received_at: time(r, "received_at")?,
+    })
+}
+
+pub const DELIVERY_COLUMNS: &str = "seq, delivery_id, event, action, installation_id, repository_id, \
+    repository_full_name, ref, head_sha, hook_id, hook_installation_target_id, outcome, reason, sync_event_ids, \
+    body IS NOT NULL AS body_retained, replay_of, received_at";
+
+/// Turns `limit + 1` rows into a page: the extra row only says there is more.
+pub fn page<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Listing<T> {
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = if more { items.last().map(key) } else { None };
+    Listing { items, next_cursor }
+}
+
+pub async fn create_connector(conn: &mut SqliteConnection, installation_id: i64) -> Result<(ConnectorInstance, bool)> {
+    let now = now_ms();
+    let inserted = sqlx::query(
+        "INSERT INTO connector_instance (id, installation_id, status, created_at, updated_at) VALUES (?, ?, 'active', ?, ?) \
+         ON CONFLICT (installation_id) DO NOTHING",
+    )
+    .bind(new_id("con"))
+    .bind(installation_id)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let row = sqlx::query("SELECT * FROM connector_instance WHERE installation_id = ?")
+        .bind(installation_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((connector_from_row(&row)?, inserted == 1))
+}
+
+pub async fn create_target(
+    conn: &mut SqliteConnection,
+    connector_id: &str,
+    t: NewTarget,
+    max_attempts: i64,
+) -> Result<(Target, SyncEvent)> {
+    let now = now_ms();
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM connector_instance WHERE id = ?")
+        .bind(connector_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match status.as_deref() {
+        None => return Err(StoreError::NotFound),
+        Some("deleted") => return Err(StoreError::Conflict("the connector's installation was deleted".into())),
+        _ => {}
+    }
+    let id = new_id("tgt");
+    let res = sqlx::query(
+        "INSERT INTO connector_target (id, connector_id, repository_full_name, repository_id, branch, path_prefix, \
+         status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+    )
+    .bind(&id)
+    .bind(connector_id)
+    .bind(t.repository_full_name.as_str())
+    .bind(t.repository_id)
+    .bind(t.branch.as_str())
+    .bind(t.path_prefix.as_str())
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await;
+    if let Err(sqlx::Error::Database(e)) = &res {
+        if e.is_unique_violation() {
+            return Err(StoreError::Conflict(
+                "this connector already tracks that repository, branch and path prefix".into(),
+            ));
+        }
+    }
+    res?;
+    let target_ref: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = ?"))
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let ctx = Ctx { delivery_id: "", now, max_attempts };
+    let (Enqueued::New(event_id) | Enqueued::Existing(event_id)) =
+        enqueue(conn, &ctx, &target_ref, None, Trigger::Initial).await?;
+    Ok((get_target(conn, &id).await?, get_sync_event(conn, &event_id).await?))
+}
+
+pub async fn get_target(conn: &mut SqliteConnection, id: &str) -> Result<Target> {
+    let row = sqlx::query("SELECT * FROM connector_target WHERE id = ? AND status <> 'removed'")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    target_from_row(&row)
+}
+
+pub async fn get_sync_event(conn: &mut SqliteConnection, id: &str) -> Result<SyncEvent> {
+    let row = sqlx::query("SELECT * FROM connector_sync_event WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    sync_event_from_row(&row)
+}
+
+pub async fn delete_target(conn: &mut SqliteConnection, id: &str) -> Result<()> {
+    let now = now_ms();
+    let n = sqlx::query("UPDATE connector_target SET status = 'removed', updated_at = ? WHERE id = ? AND status <> 'removed'")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    cancel_pending(conn, id, "cancelled", now).await
+}
+
+pub async fn request_sync(conn: &mut SqliteConnection, target_id: &str, max_attempts: i64) -> Result<SyncEvent> {
+    let now = now_ms();
+    let target: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = ? AND t.status <> 'removed'"))
+        .bind(target_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let status: String = sqlx::query_scalar("SELECT status FROM connector_target WHERE id = ?")
+        .bind(target_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if status != "active" {
+        return Err(StoreError::Conflict(format!("target is {status}; only active targets can be synced")));
+    }
+    let ctx = Ctx { delivery_id: "", now, max_attempts };
+    let (Enqueued::New(event_id) | Enqueued::Existing(event_id)) =
+        enqueue(conn, &ctx, &target, None, Trigger::Manual).await?;
+    get_sync_event(conn, &event_id).await
+}

@@ -1,0 +1,445 @@
+//! Applying a delivery's plan. Runs inside one write unit (one SAVEPOINT of a
+//! group transaction): the delivery record, the target changes and the jobs
+//! commit together or not at all.
+
+use super::enqueue::{cancel_pending, enqueue, Enqueued, Trigger};
+use crate::domain::ZERO_SHA;
+use crate::ingress::dispatch::*;
+use crate::store::models::*;
+use crate::store::Result;
+use sqlx::{Row, SqliteConnection};
+
+/// What applying a plan did, before it is written back onto the delivery row.
+struct Applied {
+    outcome: Outcome,
+    reason: Option<String>,
+    sync_event_ids: Vec<String>,
+}
+
+impl Applied {
+    fn ignored(reason: &str) -> Self {
+        Self { outcome: Outcome::Ignored, reason: Some(reason.into()), sync_event_ids: vec![] }
+    }
+    fn accepted(sync_event_ids: Vec<String>) -> Self {
+        Self { outcome: Outcome::Accepted, reason: None, sync_event_ids }
+    }
+    fn accepted_if(changed: bool, sync_event_ids: Vec<String>) -> Self {
+        if changed {
+            Self::accepted(sync_event_ids)
+        } else {
+            Self::ignored("no_matching_targets")
+        }
+    }
+}
+
+/// The target columns the ingest rules and the job payload need.
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub(super) struct TargetRef {
+    pub id: String,
+    pub connector_id: String,
+    pub installation_id: i64,
+    pub repository_id: Option<i64>,
+    pub repository_full_name: String,
+    pub branch: String,
+    pub latest_head_sha: Option<String>,
+    pub last_synced_sha: Option<String>,
+}
+
+pub(super) const TARGET_REF_SELECT: &str = "SELECT t.id, t.connector_id, c.installation_id, t.repository_id, \
+     t.repository_full_name, t.branch, t.latest_head_sha, t.last_synced_sha \
+     FROM connector_target t JOIN connector_instance c ON c.id = t.connector_id";
+
+pub async fn ingest(
+    conn: &mut SqliteConnection,
+    d: NewDelivery,
+    plan: Plan,
+    max_attempts: i64,
+) -> Result<(IngestOutcome, bool)> {
+    let now = now_ms();
+    let inserted = sqlx::query(
+        "INSERT INTO webhook_delivery (delivery_id, event, action, installation_id, repository_id, \
+         repository_full_name, ref, head_sha, hook_id, hook_installation_target_id, outcome, \
+         content_type, replay_of, received_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ignored', ?, ?, ?) \
+         ON CONFLICT (delivery_id) DO NOTHING RETURNING seq",
+    )
+    .bind(&d.id)
+    .bind(&d.event)
+    .bind(&d.action)
+    .bind(d.installation_id)
+    .bind(d.repository_id)
+    .bind(&d.repository_full_name)
+    .bind(&d.git_ref)
+    .bind(&d.head_sha)
+    .bind(&d.hook_id)
+    .bind(&d.hook_installation_target_id)
+    .bind(&d.content_type)
+    .bind(&d.replay_of)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_none() {
+        let ids: String = sqlx::query_scalar("SELECT sync_event_ids FROM webhook_delivery WHERE delivery_id = ?")
+            .bind(&d.id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let outcome = IngestOutcome {
+            delivery_id: d.id,
+            outcome: Outcome::Duplicate,
+            reason: Some("delivery_already_processed".into()),
+            sync_event_ids: serde_json::from_str(&ids).unwrap_or_default(),
+        };
+        return Ok((outcome, false));
+    }
+
+    let ctx = Ctx { delivery_id: &d.id, now, max_attempts };
+    let applied = match plan {
+        Plan::Ignore(reason) => Applied::ignored(&reason),
+        Plan::Push(p) => apply_push(conn, &ctx, &p).await?,
+        Plan::Installation(p) => apply_installation(conn, &ctx, &p).await?,
+        Plan::InstallationRepositories(p) => apply_installation_repositories(conn, &ctx, &p).await?,
+        Plan::Repository(p) => apply_repository(conn, &p, now).await?,
+    };
+    let enqueued = applied.outcome == Outcome::Accepted && !applied.sync_event_ids.is_empty();
+    // Only accepted deliveries keep their body (for inspection and replay).
+    let body = (applied.outcome == Outcome::Accepted).then_some(d.body);
+    sqlx::query(
+        "UPDATE webhook_delivery SET outcome = ?, reason = ?, sync_event_ids = ?, body = ? WHERE delivery_id = ?",
+    )
+    .bind(outcome_str(applied.outcome))
+    .bind(&applied.reason)
+    .bind(serde_json::to_string(&applied.sync_event_ids).unwrap_or_else(|_| "[]".into()))
+    .bind(body)
+    .bind(&d.id)
+    .execute(&mut *conn)
+    .await?;
+    let outcome = IngestOutcome {
+        delivery_id: d.id,
+        outcome: applied.outcome,
+        reason: applied.reason,
+        sync_event_ids: applied.sync_event_ids,
+    };
+    Ok((outcome, enqueued))
+}
+
+pub(super) fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Accepted => "accepted",
+        Outcome::Ignored => "ignored",
+        Outcome::Duplicate => "duplicate",
+    }
+}
+
+pub(super) struct Ctx<'a> {
+    pub delivery_id: &'a str,
+    pub now: Millis,
+    pub max_attempts: i64,
+}
+
+async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) -> Result<Applied> {
+    let sql = format!(
+        "{TARGET_REF_SELECT} WHERE t.status = 'active' AND (?1 IS NULL OR c.installation_id = ?1) \
+         AND (t.repository_id = ?2 OR (t.repository_id IS NULL AND lower(t.repository_full_name) = lower(?3)))"
+    );
+    let targets: Vec<TargetRef> = sqlx::query_as(&sql)
+        .bind(p.installation_id)
+        .bind(p.repository_id)
+        .bind(&p.repository_full_name)
+        .fetch_all(&mut *conn)
+        .await?;
+    if targets.is_empty() {
+        return Ok(Applied::ignored("untracked_repository"));
+    }
+    // Learn the stable id of targets added by name, and follow renames we missed.
+    sqlx::query(
+        "UPDATE connector_target SET repository_id = ?, repository_full_name = ?, updated_at = ? \
+         WHERE id IN (SELECT value FROM json_each(?)) \
+         AND (repository_id IS NULL OR repository_full_name <> ?)",
+    )
+    .bind(p.repository_id)
+    .bind(&p.repository_full_name)
+    .bind(ctx.now)
+    .bind(serde_json::to_string(&targets.iter().map(|t| &t.id).collect::<Vec<_>>()).unwrap_or_default())
+    .bind(&p.repository_full_name)
+    .execute(&mut *conn)
+    .await?;
+
+    let on_branch: Vec<&TargetRef> = targets.iter().filter(|t| t.branch == p.branch).collect();
+    if on_branch.is_empty() {
+        return Ok(Applied::ignored("untracked_branch"));
+    }
+    let (mut new_events, mut existing_events, mut changed) = (vec![], vec![], false);
+    let mut reasons = vec![];
+    for t in on_branch {
+        if p.deleted {
+            cancel_pending(conn, &t.id, "cancelled", ctx.now).await?;
+            record_push(conn, ctx, &t.id, p.before.as_str(), ZERO_SHA).await?;
+            sqlx::query(
+                "UPDATE connector_target SET health = 'branch_deleted', latest_head_sha = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(ZERO_SHA)
+            .bind(ctx.now)
+            .bind(&t.id)
+            .execute(&mut *conn)
+            .await?;
+            changed = true;
+            continue;
+        }
+        if is_stale(conn, t, p).await? {
+            reasons.push("stale");
+            continue;
+        }
+        record_push(conn, ctx, &t.id, p.before.as_str(), p.after.as_str()).await?;
+        sqlx::query("UPDATE connector_target SET latest_head_sha = ?, updated_at = ? WHERE id = ?")
+            .bind(p.after.as_str())
+            .bind(ctx.now)
+            .bind(&t.id)
+            .execute(&mut *conn)
+            .await?;
+        if t.last_synced_sha.as_deref() == Some(p.after.as_str()) && !has_unfinished_job(conn, &t.id).await? {
+            reasons.push("already_synced");
+            continue;
+        }
+        let target = TargetRef { repository_id: Some(p.repository_id), ..t.clone() };
+        match enqueue(conn, ctx, &target, Some(p.after.as_str()), Trigger::Push).await? {
+            Enqueued::New(id) => new_events.push(id),
+            Enqueued::Existing(id) => existing_events.push(id),
+        }
+    }
+    if changed || !new_events.is_empty() {
+        new_events.extend(existing_events);
+        return Ok(Applied::accepted(new_events));
+    }
+    if !existing_events.is_empty() {
+        return Ok(Applied {
+            outcome: Outcome::Duplicate,
+            reason: Some("already_queued".into()),
+            sync_event_ids: existing_events,
+        });
+    }
+    Ok(Applied::ignored(reasons.first().copied().unwrap_or("untracked_branch")))
+}
+
+/// Out-of-order delivery: this push's `before` is not the head we last recorded,
+/// and some recorded push already moved the branch away from this push's `after`.
+/// A reset to an earlier commit (whose `before` is our latest head) is not stale.
+async fn is_stale(conn: &mut SqliteConnection, t: &TargetRef, p: &PushPlan) -> Result<bool> {
+    if t.latest_head_sha.as_deref() == Some(p.before.as_str()) {
+        return Ok(false);
+    }
+    let moved_away: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM target_push WHERE target_id = ? AND before_sha = ?)")
+            .bind(&t.id)
+            .bind(p.after.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(moved_away)
+}
+
+async fn has_unfinished_job(conn: &mut SqliteConnection, target_id: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sync_job WHERE target_id = ? AND state IN ('available', 'running', 'retryable'))",
+    )
+    .bind(target_id)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+async fn record_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, target_id: &str, before: &str, after: &str) -> Result<()> {
+    sqlx::query("INSERT INTO target_push (target_id, before_sha, after_sha, delivery_id, received_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(target_id)
+        .bind(before)
+        .bind(after)
+        .bind(ctx.delivery_id)
+        .bind(ctx.now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn apply_installation(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &InstallationPlan) -> Result<Applied> {
+    let status = match p.action {
+        InstallationAction::Deleted => "deleted",
+        InstallationAction::Suspend => "suspended",
+        InstallationAction::Created | InstallationAction::Unsuspend => "active",
+        InstallationAction::NewPermissionsAccepted => "", // unchanged
+    };
+    let permissions = p.permissions.as_ref().map(|v| v.to_string());
+    let connector_id: String = sqlx::query_scalar(
+        "INSERT INTO connector_instance (id, installation_id, account_login, status, repository_selection, \
+         permissions, created_at, updated_at) VALUES (?1, ?2, ?3, coalesce(nullif(?4, ''), 'active'), ?5, ?6, ?7, ?7) \
+         ON CONFLICT (installation_id) DO UPDATE SET \
+           account_login = coalesce(excluded.account_login, account_login), \
+           status = coalesce(nullif(?4, ''), status), \
+           repository_selection = coalesce(excluded.repository_selection, repository_selection), \
+           permissions = coalesce(excluded.permissions, permissions), \
+           updated_at = excluded.updated_at \
+         RETURNING id",
+    )
+    .bind(new_id("con"))
+    .bind(p.installation_id)
+    .bind(&p.account_login)
+    .bind(status)
+    .bind(&p.repository_selection)
+    .bind(permissions)
+    .bind(ctx.now)
+    .fetch_one(&mut *conn)
+    .await?;
+
+    let mut events = vec![];
+    match p.action {
+        InstallationAction::Deleted => {
+            let ids = set_target_status(conn, &connector_id, "status IN ('active', 'inaccessible')", "inactive", None, ctx.now).await?;
+            for id in ids {
+                cancel_pending(conn, &id, "cancelled", ctx.now).await?;
+            }
+        }
+        InstallationAction::Created => {
+            // A reinstall resumes tracking what the earlier installation tracked.
+            let ids = set_target_status(conn, &connector_id, "status = 'inactive'", "active", None, ctx.now).await?;
+            events = resync(conn, ctx, &ids).await?;
+        }
+        _ => {}
+    }
+    Ok(Applied::accepted(events))
+}
+
+async fn apply_installation_repositories(
+    conn: &mut SqliteConnection,
+    ctx: &Ctx<'_>,
+    p: &InstallationRepositoriesPlan,
+) -> Result<Applied> {
+    let connector_id: Option<String> =
+        sqlx::query_scalar("SELECT id FROM connector_instance WHERE installation_id = ?")
+            .bind(p.installation_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(connector_id) = connector_id else {
+        return Ok(Applied::ignored("untracked_installation"));
+    };
+    let mut changed = false;
+    let removed = repo_match_clause(&p.removed);
+    if !p.removed.is_empty() {
+        let ids = set_target_status(
+            conn,
+            &connector_id,
+            &format!("status = 'active' AND {removed}"),
+            "inaccessible",
+            Some("inaccessible"),
+            ctx.now,
+        )
+        .await?;
+        for id in &ids {
+            cancel_pending(conn, id, "cancelled", ctx.now).await?;
+        }
+        changed |= !ids.is_empty();
+    }
+    let mut events = vec![];
+    if !p.added.is_empty() {
+        let added = repo_match_clause(&p.added);
+        let ids = set_target_status(
+            conn,
+            &connector_id,
+            &format!("status = 'inaccessible' AND {added}"),
+            "active",
+            Some("pending"),
+            ctx.now,
+        )
+        .await?;
+        changed |= !ids.is_empty();
+        events = resync(conn, ctx, &ids).await?;
+    }
+    Ok(Applied::accepted_if(changed, events))
+}
+
+/// `(repository_id IN (...) OR (repository_id IS NULL AND lower(name) IN (...)))`
+/// built from integers and JSON-quoted names only, so nothing from the payload
+/// reaches SQL unescaped.
+fn repo_match_clause(repos: &[RepoRef]) -> String {
+    let ids: Vec<String> = repos.iter().map(|r| r.id.to_string()).collect();
+    let names: Vec<String> = repos
+        .iter()
+        .filter_map(|r| r.full_name.as_ref())
+        .map(|n| format!("'{}'", n.to_lowercase().replace('\'', "''")))
+        .collect();
+    let names = if names.is_empty() { "NULL".to_owned() } else { names.join(", ") };
+    format!(
+        "(repository_id IN ({}) OR (repository_id IS NULL AND lower(repository_full_name) IN ({names})))",
+        if ids.is_empty() { "NULL".to_owned() } else { ids.join(", ") }
+    )
+}
+
+/// Moves the connector's targets matching `condition` to `status` (and
+/// optionally `health`), returning their ids.
+async fn set_target_status(
+    conn: &mut SqliteConnection,
+    connector_id: &str,
+    condition: &str,
+    status: &str,
+    health: Option<&str>,
+    now: Millis,
+) -> Result<Vec<String>> {
+    let sql = format!(
+        "UPDATE connector_target SET status = ?, health = coalesce(?, health), updated_at = ? \
+         WHERE connector_id = ? AND {condition} RETURNING id"
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(status)
+        .bind(health)
+        .bind(now)
+        .bind(connector_id)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+async fn resync(conn: &mut SqliteConnection, ctx: &Ctx<'_>, target_ids: &[String]) -> Result<Vec<String>> {
+    let mut events = vec![];
+    for id in target_ids {
+        let t: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = ?"))
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let (Enqueued::New(e) | Enqueued::Existing(e)) = enqueue(conn, ctx, &t, None, Trigger::Resync).await?;
+        events.push(e);
+    }
+    Ok(events)
+}
+
+async fn apply_repository(conn: &mut SqliteConnection, p: &RepositoryPlan, now: Millis) -> Result<Applied> {
+    let set = match &p.action {
+        RepositoryAction::Moved { .. } => "repository_full_name = ?",
+        RepositoryAction::Archived(_) => "archived = ?",
+        // The bound NULL keeps one statement shape for every action.
+        RepositoryAction::Deleted => "status = 'deleted', archived = coalesce(?, archived)",
+    };
+    let sql = format!(
+        "UPDATE connector_target SET {set}, updated_at = ? \
+         WHERE repository_id = ? AND status NOT IN ('removed', 'deleted') \
+         AND (? IS NULL OR connector_id IN (SELECT id FROM connector_instance WHERE installation_id = ?)) \
+         RETURNING id"
+    );
+    let q = sqlx::query_scalar::<_, String>(&sql);
+    let q = match &p.action {
+        RepositoryAction::Moved { full_name } => q.bind(full_name.clone()),
+        RepositoryAction::Archived(a) => q.bind(i64::from(*a)),
+        RepositoryAction::Deleted => q.bind(None::<i64>),
+    };
+    let ids = q
+        .bind(now)
+        .bind(p.repository_id)
+        .bind(p.installation_id)
+        .bind(p.installation_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    if matches!(p.action, RepositoryAction::Deleted) {
+        for id in &ids {
+            cancel_pending(conn, id, "cancelled", now).await?;
+        }
+    }
+    Ok(Applied::accepted_if(!ids.is_empty(), vec![]))
+}
+
+/// The sync events a delivery caused, for the admin API.
+pub(super) fn parse_ids(row: &sqlx::sqlite::SqliteRow, col: &str) -> Vec<String> {
+    row.try_get::<String, _>(col).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+}
