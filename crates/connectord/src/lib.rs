@@ -5,6 +5,16 @@
 //! enqueues sync jobs in one transaction; [`sync`] workers claim the jobs and
 //! run them through a [`sync::Reconciler`]; [`admin`] shows all of it.
 
+pub mod admin;
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod error;
 pub mod ingress;
+pub mod queue;
+pub mod secrets;
+pub mod shutdown;
+pub mod startup;
 pub mod store;
+pub mod sync;
+pub mod telemetry;

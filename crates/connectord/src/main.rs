@@ -1,1 +1,41 @@
-fn main() {}
+use clap::Parser;
+use connectord::cli::{self, Cli, Command};
+use connectord::startup::Application;
+use connectord::telemetry;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("connectord: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            telemetry::init_logging(args.log_json);
+            let app = Application::build(args.into_settings()?, None).await?;
+            let token = app.shutdown_token();
+            tokio::spawn(async move {
+                connectord::shutdown::signal().await;
+                tracing::info!("shutting down: finishing in-flight requests and jobs");
+                token.cancel();
+            });
+            app.run_until_stopped().await
+        }
+        Command::Migrate(store) => {
+            telemetry::init_logging(false);
+            connectord::startup::open_store(&store.database_url(), 1).await?;
+            eprintln!("connectord: migrations applied to {}", store.database_url());
+            Ok(())
+        }
+        Command::Deliver(args) => cli::deliver(args).await,
+        admin => cli::run_admin(admin).await,
+    }
+}

@@ -1,0 +1,118 @@
+//! Settings for `connectord serve`: every one a flag and an environment variable.
+
+use crate::queue::{LeasePolicy, RetryPolicy};
+use crate::secrets::{self, Source};
+use crate::sync::worker::WorkerSettings;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the public listener (webhook, health, metrics; and the admin API unless --admin-listen is set).
+    #[arg(long, env = "CONNECTORD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Serve the admin API only on this address (e.g. an internal interface).
+    #[arg(long, env = "CONNECTORD_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Concurrent sync jobs in this process.
+    #[arg(long, env = "CONNECTORD_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+    /// Attempts before a sync fails for good (transient errors retry with backoff).
+    #[arg(long, env = "CONNECTORD_MAX_ATTEMPTS", default_value_t = 8)]
+    pub max_attempts: i64,
+    /// Seconds a claimed job holds without a heartbeat before another worker may take it.
+    #[arg(long, env = "CONNECTORD_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
+    /// Days to keep the raw bodies of accepted deliveries (for inspection and replay).
+    #[arg(long, env = "CONNECTORD_DELIVERY_BODY_RETENTION_DAYS", default_value_t = 7)]
+    pub delivery_body_retention_days: u64,
+    /// The GitHub App's webhook secret. Generated into the data directory if unset.
+    #[arg(long, env = "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// The previous webhook secret, still accepted while a rotation is under way.
+    #[arg(long, env = "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET_PREVIOUS", hide_env_values = true)]
+    pub webhook_secret_previous: Option<String>,
+    /// Bearer token for the admin API. Generated into the data directory if unset.
+    #[arg(long, env = "CONNECTORD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, env = "CONNECTORD_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory for the default SQLite database and generated secrets.
+    #[arg(long, env = "CONNECTORD_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` (created if missing). Default: sqlite://<data-dir>/connectord.db
+    #[arg(long, env = "CONNECTORD_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("connectord.db").display()))
+    }
+}
+
+/// Resolved settings. Tests build these directly. No `Debug`: it holds secrets.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub admin_listen: Option<String>,
+    pub database_url: String,
+    pub webhook_secret: String,
+    pub webhook_secret_previous: Option<String>,
+    pub admin_token: String,
+    pub worker: WorkerSettings,
+    pub delivery_body_retention: Duration,
+}
+
+impl ServeArgs {
+    /// Resolves secrets (generating them on first start) and prints where they
+    /// are kept, never their values.
+    pub fn into_settings(self) -> anyhow::Result<Settings> {
+        let dir = &self.store.data_dir;
+        let (webhook_secret, ws) = secrets::resolve(self.webhook_secret, dir, secrets::WEBHOOK_SECRET_FILE)?;
+        let (admin_token, at) = secrets::resolve(self.admin_token, dir, secrets::ADMIN_TOKEN_FILE)?;
+        announce(ws, &secrets::path_in(dir, secrets::WEBHOOK_SECRET_FILE), "webhook secret");
+        announce(at, &secrets::path_in(dir, secrets::ADMIN_TOKEN_FILE), "admin token");
+        if ws == Source::Generated {
+            eprintln!(
+                "connectord: enter the webhook secret in your GitHub App (Settings > Developer settings > GitHub Apps > \
+                 your app > Webhook secret), with the webhook URL http(s)://<this host>/v1/webhooks/connectors/github. \
+                 Copy it from the file above; it is never printed."
+            );
+        }
+        let retry = RetryPolicy { max_attempts: self.max_attempts.max(1), ..RetryPolicy::default() };
+        Ok(Settings {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            database_url: self.store.database_url(),
+            webhook_secret,
+            webhook_secret_previous: self.webhook_secret_previous.filter(|s| !s.is_empty()),
+            admin_token,
+            worker: WorkerSettings {
+                concurrency: self.workers,
+                retry,
+                lease: LeasePolicy::new(Duration::from_secs(self.lease_seconds.max(3))),
+                ..WorkerSettings::default()
+            },
+            delivery_body_retention: Duration::from_secs(self.delivery_body_retention_days * 86_400),
+        })
+    }
+}
+
+fn announce(source: Source, path: &std::path::Path, what: &str) {
+    match source {
+        Source::Configured => {}
+        Source::Stored => eprintln!("connectord: using the {what} stored in {}", path.display()),
+        Source::Generated => eprintln!("connectord: generated a {what} and stored it in {} (mode 0600)", path.display()),
+    }
+}

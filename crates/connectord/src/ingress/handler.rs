@@ -1,0 +1,139 @@
+//! `POST /v1/webhooks/connectors/github`: body cap, signature, then (only
+//! then) parsing, dispatch and one durable write. Errors answer plain text,
+//! as GitHub shows it in the delivery log.
+
+use super::dispatch::dispatch;
+use super::envelope::{decode_payload, BodyEncoding, GithubWebhookEnvelope};
+use crate::domain::{DeliveryId, EventName};
+use crate::startup::AppState;
+use crate::store::models::{IngestOutcome, NewDelivery, Outcome};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+
+/// GitHub's own cap on webhook payloads.
+pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+pub const WEBHOOK_PATH: &str = "/v1/webhooks/connectors/github";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(WEBHOOK_PATH, post(github_webhook_ingress))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Why processing a (verified) body stopped short of the store.
+#[derive(Debug)]
+pub enum IngressError {
+    BadRequest(String),
+    Unavailable(String),
+}
+
+impl IntoResponse for IngressError {
+    fn into_response(self) -> Response {
+        match self {
+            IngressError::BadRequest(m) => (StatusCode::BAD_REQUEST, m).into_response(),
+            IngressError::Unavailable(m) => {
+                tracing::error!(error = %m, "delivery not recorded: store unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, "store unavailable; the delivery was not recorded").into_response()
+            }
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A delivery as received, after its signature matched (or, for a replay,
+/// as recorded).
+pub struct VerifiedDelivery<'a> {
+    pub event: Option<&'a str>,
+    pub delivery_id: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub hook_id: Option<String>,
+    pub hook_installation_target_id: Option<String>,
+    pub body: Bytes,
+    pub replay_of: Option<String>,
+}
+
+pub async fn github_webhook_ingress(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            metrics::counter!("connectord_webhook_rejected_total", "reason" => "too_large").increment(1);
+            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large (limit 25 MiB)").into_response();
+        }
+        Err(rejection) => return (StatusCode::BAD_REQUEST, rejection.body_text()).into_response(),
+    };
+    let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
+    if let Err(e) = app.secrets.verify(signature, &body) {
+        metrics::counter!("connectord_webhook_signature_failures_total", "reason" => e.message()).increment(1);
+        tracing::warn!(reason = e.message(), delivery = ?header(&headers, "x-github-delivery"), "rejected delivery");
+        return (StatusCode::UNAUTHORIZED, e.message()).into_response();
+    }
+    let delivery = VerifiedDelivery {
+        event: header(&headers, "x-github-event"),
+        delivery_id: header(&headers, "x-github-delivery"),
+        content_type: header(&headers, "content-type"),
+        hook_id: header(&headers, "x-github-hook-id").map(str::to_owned),
+        hook_installation_target_id: header(&headers, "x-github-hook-installation-target-id").map(str::to_owned),
+        body,
+        replay_of: None,
+    };
+    match process(&app, delivery).await {
+        Ok(outcome) => respond(outcome),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub fn respond(outcome: IngestOutcome) -> Response {
+    let status = if outcome.outcome == Outcome::Accepted { StatusCode::ACCEPTED } else { StatusCode::OK };
+    (status, Json(outcome)).into_response()
+}
+
+/// Everything after the signature check; replays enter here too.
+pub async fn process(app: &AppState, d: VerifiedDelivery<'_>) -> Result<IngestOutcome, IngressError> {
+    let event = d.event.ok_or_else(|| IngressError::BadRequest("missing X-GitHub-Event header".into()))?;
+    let event = EventName::parse(event).map_err(|e| IngressError::BadRequest(e.0))?;
+    let delivery_id = d.delivery_id.ok_or_else(|| IngressError::BadRequest("missing X-GitHub-Delivery header".into()))?;
+    let delivery_id = DeliveryId::parse(delivery_id).map_err(|e| IngressError::BadRequest(e.0))?;
+    let encoding = BodyEncoding::from_content_type(d.content_type);
+    let payload = decode_payload(&d.body, encoding).map_err(IngressError::BadRequest)?;
+    let envelope = GithubWebhookEnvelope::new(delivery_id, event, payload);
+    let plan = dispatch(&envelope).map_err(|e| IngressError::BadRequest(e.0))?;
+    let new = NewDelivery {
+        id: envelope.delivery_id.as_str().to_owned(),
+        event: envelope.event.as_str().to_owned(),
+        action: envelope.action.clone(),
+        installation_id: envelope.installation_id,
+        repository_id: envelope.repository_id,
+        repository_full_name: envelope.repository_full_name.clone(),
+        git_ref: envelope.git_ref.clone(),
+        head_sha: envelope.head_sha.clone(),
+        hook_id: d.hook_id,
+        hook_installation_target_id: d.hook_installation_target_id,
+        content_type: encoding.as_str().to_owned(),
+        body: d.body.to_vec(),
+        replay_of: d.replay_of,
+    };
+    let outcome = app.store.ingest(new, plan).await.map_err(|e| IngressError::Unavailable(e.to_string()))?;
+    let label = match outcome.outcome {
+        Outcome::Accepted => "accepted",
+        Outcome::Ignored => "ignored",
+        Outcome::Duplicate => "duplicate",
+    };
+    metrics::counter!("connectord_webhook_deliveries_total", "event" => envelope.event.as_str().to_owned(), "outcome" => label)
+        .increment(1);
+    tracing::info!(delivery = %envelope.delivery_id, event = envelope.event.as_str(), action = ?envelope.action,
+        outcome = label, reason = ?outcome.reason, sync_events = outcome.sync_event_ids.len(), "delivery recorded");
+    Ok(outcome)
+}

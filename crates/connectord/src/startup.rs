@@ -1,0 +1,214 @@
+//! Building and running the application: listeners (port 0 works, so tests
+//! run the real app), the store, the worker pool and the retention cleaner,
+//! all stopped by one cancellation token.
+
+use crate::config::Settings;
+use crate::ingress::signature::WebhookSecrets;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::sync::worker::WorkerPool;
+use crate::sync::Reconciler;
+use crate::{admin, ingress, telemetry};
+use anyhow::Context;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub secrets: WebhookSecrets,
+    pub admin_token: Arc<str>,
+    pub metrics: PrometheusHandle,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    state: AppState,
+    workers: Option<WorkerPool>,
+    body_retention: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Opens the store (running migrations), binds the listeners and prepares
+    /// the workers. Without a reconciler no worker runs: jobs stay queued.
+    pub async fn build(settings: Settings, reconciler: Option<Arc<dyn Reconciler>>) -> anyhow::Result<Self> {
+        let store = open_store(&settings.database_url, settings.worker.retry.max_attempts).await?;
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let admin_listener = match &settings.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?),
+            None => None,
+        };
+        let state = AppState {
+            store: store.clone(),
+            secrets: WebhookSecrets::new(
+                settings.webhook_secret.as_bytes(),
+                settings.webhook_secret_previous.as_ref().map(|s| s.as_bytes().to_vec()),
+            ),
+            admin_token: settings.admin_token.as_str().into(),
+            metrics: telemetry::prometheus(),
+        };
+        let workers = match reconciler {
+            Some(r) if settings.worker.concurrency > 0 => Some(WorkerPool::new(store, r, settings.worker.clone())),
+            Some(_) => None,
+            None => {
+                tracing::warn!(
+                    "no reconciler is available in this build: sync jobs are recorded and stay `queued` until a \
+                     worker that can reach GitHub runs them"
+                );
+                None
+            }
+        };
+        Ok(Self {
+            listener,
+            admin_listener,
+            state,
+            workers,
+            body_retention: settings.delivery_body_retention,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_listener.as_ref().map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0)).unwrap_or(self.port())
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.state.store.clone()
+    }
+
+    /// Cancel it to stop the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self { listener, admin_listener, state, workers, body_retention, shutdown } = self;
+        let health = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics));
+        let public = Router::new().merge(ingress::router()).merge(health.clone());
+        let admin = admin::router(state.clone());
+        let mut servers = tokio::task::JoinSet::new();
+        match admin_listener {
+            Some(admin_listener) => {
+                tracing::info!(address = %listener.local_addr()?, "serving the webhook");
+                tracing::info!(address = %admin_listener.local_addr()?, "serving the admin API");
+                servers.spawn(serve(listener, public, state.clone(), shutdown.clone()));
+                servers.spawn(serve(admin_listener, admin.merge(health), state.clone(), shutdown.clone()));
+            }
+            None => {
+                tracing::info!(address = %listener.local_addr()?, "serving the webhook and the admin API");
+                servers.spawn(serve(listener, public.merge(admin), state.clone(), shutdown.clone()));
+            }
+        }
+        if let Some(pool) = workers {
+            let token = shutdown.clone();
+            servers.spawn(async move {
+                pool.run_until_stopped(token).await;
+                Ok(())
+            });
+        }
+        servers.spawn(clean_bodies(state.store.clone(), body_retention, shutdown.clone()));
+        let mut result = Ok(());
+        while let Some(joined) = servers.join_next().await {
+            let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = outcome {
+                tracing::error!(error = ?e, "a component stopped with an error; shutting down");
+                shutdown.cancel();
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+pub async fn open_store(database_url: &str, max_attempts: i64) -> anyhow::Result<Arc<dyn Store>> {
+    if database_url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(database_url, max_attempts)
+            .await
+            .with_context(|| format!("cannot open the SQLite store {database_url}"))?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!("unsupported --database-url `{database_url}`: use sqlite://PATH (PostgreSQL support is planned)")
+    }
+}
+
+async fn serve(listener: TcpListener, router: Router<AppState>, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = router
+        .layer(middleware::from_fn(record_latency))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state);
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+    Ok(())
+}
+
+async fn record_latency(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    metrics::histogram!("connectord_http_request_duration_seconds",
+        "method" => method, "route" => route, "status" => response.status().as_u16().to_string())
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    // Queue depth is read at scrape time rather than tracked incrementally, so
+    // it is right even after a restart.
+    match app.store.sync_event_counts().await {
+        Ok(counts) => {
+            for status in crate::admin::sync_events::STATUSES {
+                let n = counts.iter().find(|(s, _)| s == status).map(|(_, n)| *n).unwrap_or(0);
+                metrics::gauge!("connectord_sync_events", "status" => status).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read queue depth"),
+    }
+    app.metrics.render().into_response()
+}
+
+/// Drops retained delivery bodies past their retention, hourly.
+async fn clean_bodies(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        let cutoff = crate::store::models::now_ms() - retention.as_millis() as i64;
+        match store.prune_delivery_bodies(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "dropped delivery bodies past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning delivery bodies failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
