@@ -10,7 +10,11 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "connectord", version, about = "Keeps a platform's content in step with GitHub repositories")]
+#[command(
+    name = "connectord",
+    version,
+    about = "Keeps a platform's content in step with GitHub repositories"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,12 +45,27 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// Base URL of the admin API.
-    #[arg(long, env = "CONNECTORD_ADMIN_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "CONNECTORD_ADMIN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub admin_url: String,
     /// Admin token; default: the one stored in the data directory.
-    #[arg(long, env = "CONNECTORD_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "CONNECTORD_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     pub admin_token: Option<String>,
-    #[arg(long, env = "CONNECTORD_DATA_DIR", default_value = "data", global = true)]
+    #[arg(
+        long,
+        env = "CONNECTORD_DATA_DIR",
+        default_value = "data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 }
 
@@ -169,10 +188,18 @@ pub struct DeliverArgs {
     /// File with the JSON payload; its bytes are signed and sent as they are.
     #[arg(long)]
     pub payload: PathBuf,
-    #[arg(long, env = "CONNECTORD_WEBHOOK_URL", default_value = "http://127.0.0.1:8080/v1/webhooks/connectors/github")]
+    #[arg(
+        long,
+        env = "CONNECTORD_WEBHOOK_URL",
+        default_value = "http://127.0.0.1:8080/v1/webhooks/connectors/github"
+    )]
     pub url: String,
     /// Webhook secret; default: the one stored in the data directory.
-    #[arg(long, env = "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
     pub secret: Option<String>,
     /// `X-GitHub-Delivery`; a fresh UUID by default.
     #[arg(long)]
@@ -201,21 +228,49 @@ impl AdminClient {
                 )
             })?,
         };
-        Ok(Self { http: reqwest::Client::new(), base: args.admin_url.trim_end_matches('/').to_owned(), token })
+        Ok(Self {
+            http: reqwest::Client::new(),
+            base: args.admin_url.trim_end_matches('/').to_owned(),
+            token,
+        })
     }
 
-    async fn call(&self, method: Method, path: &str, query: &[(&str, Option<String>)], body: Option<Value>) -> anyhow::Result<Value> {
-        let query: Vec<(&str, String)> = query.iter().filter_map(|(k, v)| v.clone().map(|v| (*k, v))).collect();
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token).query(&query);
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, Option<String>)],
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let query: Vec<(&str, String)> = query
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+            .collect();
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .query(&query);
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res = req.send().await.with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
         let status = res.status();
         let text = res.text().await?;
-        let value: Value = if text.is_empty() { json!({"status": status.as_u16()}) } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value: Value = if text.is_empty() {
+            json!({"status": status.as_u16()})
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if !status.is_success() {
-            let msg = value.pointer("/error/message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
+            let msg = value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
             bail!("{status}: {msg}");
         }
         Ok(value)
@@ -223,47 +278,133 @@ impl AdminClient {
 }
 
 fn page_query(p: &PageArgs) -> Vec<(&'static str, Option<String>)> {
-    vec![("limit", p.limit.map(|l| l.to_string())), ("cursor", p.cursor.clone())]
+    vec![
+        ("limit", p.limit.map(|l| l.to_string())),
+        ("cursor", p.cursor.clone()),
+    ]
 }
 
 /// Runs an admin subcommand and prints the JSON answer.
 pub async fn run_admin(cmd: Command) -> anyhow::Result<()> {
     let (admin, method, path, query, body) = match cmd {
         Command::Connectors(c) => match c {
-            ConnectorsCmd::Add { installation_id, admin } => {
-                (admin, Method::POST, "/v1/admin/connectors".to_owned(), vec![], Some(json!({"type": "github", "installationId": installation_id})))
-            }
-            ConnectorsCmd::List { page, admin } => (admin, Method::GET, "/v1/admin/connectors".into(), page_query(&page), None),
-            ConnectorsCmd::Get { id, admin } => (admin, Method::GET, format!("/v1/admin/connectors/{id}"), vec![], None),
+            ConnectorsCmd::Add {
+                installation_id,
+                admin,
+            } => (
+                admin,
+                Method::POST,
+                "/v1/admin/connectors".to_owned(),
+                vec![],
+                Some(json!({"type": "github", "installationId": installation_id})),
+            ),
+            ConnectorsCmd::List { page, admin } => (
+                admin,
+                Method::GET,
+                "/v1/admin/connectors".into(),
+                page_query(&page),
+                None,
+            ),
+            ConnectorsCmd::Get { id, admin } => (
+                admin,
+                Method::GET,
+                format!("/v1/admin/connectors/{id}"),
+                vec![],
+                None,
+            ),
         },
         Command::Targets(t) => match t {
-            TargetsCmd::Add { connector, repo, repository_id, branch, path_prefix, admin } => (
+            TargetsCmd::Add {
+                connector,
+                repo,
+                repository_id,
+                branch,
+                path_prefix,
+                admin,
+            } => (
                 admin,
                 Method::POST,
                 format!("/v1/admin/connectors/{connector}/targets"),
                 vec![],
-                Some(json!({"repositoryFullName": repo, "repositoryId": repository_id, "branch": branch, "pathPrefix": path_prefix})),
+                Some(
+                    json!({"repositoryFullName": repo, "repositoryId": repository_id, "branch": branch, "pathPrefix": path_prefix}),
+                ),
             ),
-            TargetsCmd::List { connector, page, admin } => {
-                (admin, Method::GET, format!("/v1/admin/connectors/{connector}/targets"), page_query(&page), None)
-            }
-            TargetsCmd::Get { id, admin } => (admin, Method::GET, format!("/v1/admin/targets/{id}"), vec![], None),
-            TargetsCmd::Delete { id, admin } => (admin, Method::DELETE, format!("/v1/admin/targets/{id}"), vec![], None),
-            TargetsCmd::Sync { id, admin } => (admin, Method::POST, format!("/v1/admin/targets/{id}/sync"), vec![], None),
+            TargetsCmd::List {
+                connector,
+                page,
+                admin,
+            } => (
+                admin,
+                Method::GET,
+                format!("/v1/admin/connectors/{connector}/targets"),
+                page_query(&page),
+                None,
+            ),
+            TargetsCmd::Get { id, admin } => (
+                admin,
+                Method::GET,
+                format!("/v1/admin/targets/{id}"),
+                vec![],
+                None,
+            ),
+            TargetsCmd::Delete { id, admin } => (
+                admin,
+                Method::DELETE,
+                format!("/v1/admin/targets/{id}"),
+                vec![],
+                None,
+            ),
+            TargetsCmd::Sync { id, admin } => (
+                admin,
+                Method::POST,
+                format!("/v1/admin/targets/{id}/sync"),
+                vec![],
+                None,
+            ),
         },
         Command::SyncEvents(s) => match s {
-            SyncEventsCmd::List { target, status, page, admin } => {
+            SyncEventsCmd::List {
+                target,
+                status,
+                page,
+                admin,
+            } => {
                 let mut q = page_query(&page);
                 q.push(("targetId", target));
                 q.push(("status", status));
                 (admin, Method::GET, "/v1/admin/sync-events".into(), q, None)
             }
-            SyncEventsCmd::Get { id, admin } => (admin, Method::GET, format!("/v1/admin/sync-events/{id}"), vec![], None),
+            SyncEventsCmd::Get { id, admin } => (
+                admin,
+                Method::GET,
+                format!("/v1/admin/sync-events/{id}"),
+                vec![],
+                None,
+            ),
         },
         Command::Deliveries(d) => match d {
-            DeliveriesCmd::List { page, admin } => (admin, Method::GET, "/v1/admin/deliveries".into(), page_query(&page), None),
-            DeliveriesCmd::Get { id, admin } => (admin, Method::GET, format!("/v1/admin/deliveries/{id}"), vec![], None),
-            DeliveriesCmd::Replay { id, admin } => (admin, Method::POST, format!("/v1/admin/deliveries/{id}/replay"), vec![], None),
+            DeliveriesCmd::List { page, admin } => (
+                admin,
+                Method::GET,
+                "/v1/admin/deliveries".into(),
+                page_query(&page),
+                None,
+            ),
+            DeliveriesCmd::Get { id, admin } => (
+                admin,
+                Method::GET,
+                format!("/v1/admin/deliveries/{id}"),
+                vec![],
+                None,
+            ),
+            DeliveriesCmd::Replay { id, admin } => (
+                admin,
+                Method::POST,
+                format!("/v1/admin/deliveries/{id}/replay"),
+                vec![],
+                None,
+            ),
         },
         other => bail!("not an admin command: {other:?}"),
     };
@@ -281,16 +422,22 @@ pub async fn deliver(args: DeliverArgs) -> anyhow::Result<()> {
             format!("no webhook secret: set --secret or GITHUB_CONNECTOR_APP_WEBHOOK_SECRET (none stored in {})", args.data_dir.display())
         })?,
     };
-    let json_bytes = std::fs::read(&args.payload).with_context(|| format!("cannot read {}", args.payload.display()))?;
+    let json_bytes = std::fs::read(&args.payload)
+        .with_context(|| format!("cannot read {}", args.payload.display()))?;
     let (body, content_type) = if args.form {
         let encoded: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("payload", std::str::from_utf8(&json_bytes).context("payload is not UTF-8")?)
+            .append_pair(
+                "payload",
+                std::str::from_utf8(&json_bytes).context("payload is not UTF-8")?,
+            )
             .finish();
         (encoded.into_bytes(), "application/x-www-form-urlencoded")
     } else {
         (json_bytes, "application/json")
     };
-    let delivery_id = args.delivery_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let delivery_id = args
+        .delivery_id
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let signature = crate::ingress::signature::sign(secret.as_bytes(), &body);
     let res = reqwest::Client::new()
         .post(&args.url)
@@ -305,7 +452,11 @@ pub async fn deliver(args: DeliverArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach {}", args.url))?;
     let status = res.status();
     let text = res.text().await?;
-    println!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    println!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     println!("{text}");
     if !status.is_success() {
         bail!("the webhook answered {status}");

@@ -27,13 +27,25 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTORD_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
     /// Days to keep the raw bodies of accepted deliveries (for inspection and replay).
-    #[arg(long, env = "CONNECTORD_DELIVERY_BODY_RETENTION_DAYS", default_value_t = 7)]
+    #[arg(
+        long,
+        env = "CONNECTORD_DELIVERY_BODY_RETENTION_DAYS",
+        default_value_t = 7
+    )]
     pub delivery_body_retention_days: u64,
     /// The GitHub App's webhook secret. Generated into the data directory if unset.
-    #[arg(long, env = "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
     pub webhook_secret: Option<String>,
     /// The previous webhook secret, still accepted while a rotation is under way.
-    #[arg(long, env = "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET_PREVIOUS", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET_PREVIOUS",
+        hide_env_values = true
+    )]
     pub webhook_secret_previous: Option<String>,
     /// Bearer token for the admin API. Generated into the data directory if unset.
     #[arg(long, env = "CONNECTORD_ADMIN_TOKEN", hide_env_values = true)]
@@ -55,9 +67,9 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("connectord.db").display()))
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("connectord.db").display())
+        })
     }
 }
 
@@ -79,10 +91,19 @@ impl ServeArgs {
     /// are kept, never their values.
     pub fn into_settings(self) -> anyhow::Result<Settings> {
         let dir = &self.store.data_dir;
-        let (webhook_secret, ws) = secrets::resolve(self.webhook_secret, dir, secrets::WEBHOOK_SECRET_FILE)?;
+        let (webhook_secret, ws) =
+            secrets::resolve(self.webhook_secret, dir, secrets::WEBHOOK_SECRET_FILE)?;
         let (admin_token, at) = secrets::resolve(self.admin_token, dir, secrets::ADMIN_TOKEN_FILE)?;
-        announce(ws, &secrets::path_in(dir, secrets::WEBHOOK_SECRET_FILE), "webhook secret");
-        announce(at, &secrets::path_in(dir, secrets::ADMIN_TOKEN_FILE), "admin token");
+        announce(
+            ws,
+            &secrets::path_in(dir, secrets::WEBHOOK_SECRET_FILE),
+            "webhook secret",
+        );
+        announce(
+            at,
+            &secrets::path_in(dir, secrets::ADMIN_TOKEN_FILE),
+            "admin token",
+        );
         if ws == Source::Generated {
             eprintln!(
                 "connectord: enter the webhook secret in your GitHub App (Settings > Developer settings > GitHub Apps > \
@@ -90,7 +111,10 @@ impl ServeArgs {
                  Copy it from the file above; it is never printed."
             );
         }
-        let retry = RetryPolicy { max_attempts: self.max_attempts.max(1), ..RetryPolicy::default() };
+        let retry = RetryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            ..RetryPolicy::default()
+        };
         Ok(Settings {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -104,7 +128,9 @@ impl ServeArgs {
                 lease: LeasePolicy::new(Duration::from_secs(self.lease_seconds.max(3))),
                 ..WorkerSettings::default()
             },
-            delivery_body_retention: Duration::from_secs(self.delivery_body_retention_days * 86_400),
+            delivery_body_retention: Duration::from_secs(
+                self.delivery_body_retention_days * 86_400,
+            ),
         })
     }
 }
@@ -113,6 +139,9 @@ fn announce(source: Source, path: &std::path::Path, what: &str) {
     match source {
         Source::Configured => {}
         Source::Stored => eprintln!("connectord: using the {what} stored in {}", path.display()),
-        Source::Generated => eprintln!("connectord: generated a {what} and stored it in {} (mode 0600)", path.display()),
+        Source::Generated => eprintln!(
+            "connectord: generated a {what} and stored it in {} (mode 0600)",
+            path.display()
+        ),
     }
 }

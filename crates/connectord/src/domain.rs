@@ -22,11 +22,14 @@ impl DeliveryId {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(err("X-GitHub-Delivery must be 1-128 characters of [A-Za-z0-9-_.:]"))
+            Err(err(
+                "X-GitHub-Delivery must be 1-128 characters of [A-Za-z0-9-_.:]",
+            ))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -49,11 +52,14 @@ impl EventName {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(err("X-GitHub-Event must be a GitHub event name such as `push`"))
+            Err(err(
+                "X-GitHub-Event must be a GitHub event name such as `push`",
+            ))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -97,10 +103,13 @@ impl RepoFullName {
         let valid_part = |p: &str| {
             !p.is_empty()
                 && p.len() <= 100
-                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         };
         match s.split_once('/') {
-            Some((owner, name)) if valid_part(owner) && valid_part(name) && name != "." && name != ".." => {
+            Some((owner, name))
+                if valid_part(owner) && valid_part(name) && name != "." && name != ".." =>
+            {
                 Ok(Self(s.to_owned()))
             }
             _ => Err(err("repositoryFullName must look like `owner/name`")),
@@ -133,9 +142,12 @@ impl BranchName {
             || s.contains("..")
             || s.contains("//")
             || s.contains("@{")
-            || s.bytes().any(|b| b.is_ascii_control() || b" ~^:?*[\\".contains(&b));
+            || s.bytes()
+                .any(|b| b.is_ascii_control() || b" ~^:?*[\\".contains(&b));
         if bad {
-            Err(err(format!("`{s}` is not a valid branch name (give `main`, not `refs/heads/main`)")))
+            Err(err(format!(
+                "`{s}` is not a valid branch name (give `main`, not `refs/heads/main`)"
+            )))
         } else {
             Ok(Self(s.to_owned()))
         }
@@ -160,11 +172,13 @@ impl PathPrefix {
         if trimmed.is_empty() {
             return Ok(Self(String::new()));
         }
-        let bad_segment = trimmed
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg.bytes().any(|b| b.is_ascii_control()));
+        let bad_segment = trimmed.split('/').any(|seg| {
+            seg.is_empty() || seg == "." || seg == ".." || seg.bytes().any(|b| b.is_ascii_control())
+        });
         if bad_segment || trimmed.len() > 1024 {
-            return Err(err(format!("`{s}` is not a valid path prefix (use e.g. `docs/`)")));
+            return Err(err(format!(
+                "`{s}` is not a valid path prefix (use e.g. `docs/`)"
+            )));
         }
         Ok(Self(format!("{trimmed}/")))
     }
@@ -190,7 +204,10 @@ mod tests {
 
     #[test]
     fn shas_are_lowercased_and_checked() {
-        assert_eq!(Sha::parse(&"A".repeat(40)).unwrap().as_str(), "a".repeat(40));
+        assert_eq!(
+            Sha::parse(&"A".repeat(40)).unwrap().as_str(),
+            "a".repeat(40)
+        );
         assert!(Sha::parse("abc").is_err());
         assert!(Sha::parse(ZERO_SHA).unwrap().is_zero());
     }
@@ -208,7 +225,16 @@ mod tests {
         for ok in ["main", "release/1.x", "feature-a_b"] {
             assert!(BranchName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "refs/heads/main", "a..b", "a b", "x.lock", "-x", "a/", "a~1"] {
+        for bad in [
+            "",
+            "refs/heads/main",
+            "a..b",
+            "a b",
+            "x.lock",
+            "-x",
+            "a/",
+            "a~1",
+        ] {
             assert!(BranchName::parse(bad).is_err(), "{bad}");
         }
     }
@@ -218,7 +244,10 @@ mod tests {
         assert_eq!(PathPrefix::parse("").unwrap().as_str(), "");
         assert_eq!(PathPrefix::parse("/").unwrap().as_str(), "");
         assert_eq!(PathPrefix::parse("docs").unwrap().as_str(), "docs/");
-        assert_eq!(PathPrefix::parse("/docs/api/").unwrap().as_str(), "docs/api/");
+        assert_eq!(
+            PathPrefix::parse("/docs/api/").unwrap().as_str(),
+            "docs/api/"
+        );
         assert!(PathPrefix::parse("docs/../etc").is_err());
         assert!(PathPrefix::parse("a//b").is_err());
     }

@@ -18,7 +18,11 @@ pub enum Source {
 }
 
 /// Returns the secret and where it came from. Never logs the value.
-pub fn resolve(configured: Option<String>, data_dir: &Path, file: &str) -> anyhow::Result<(String, Source)> {
+pub fn resolve(
+    configured: Option<String>,
+    data_dir: &Path,
+    file: &str,
+) -> anyhow::Result<(String, Source)> {
     if let Some(v) = configured.filter(|v| !v.is_empty()) {
         return Ok((v, Source::Configured));
     }
@@ -51,7 +55,9 @@ fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
     writeln!(f, "{value}").with_context(|| format!("cannot write {}", path.display()))?;
     f.sync_all()?;
     Ok(())
@@ -76,7 +82,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("x")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("x"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let (c, s3) = resolve(Some("configured".into()), dir.path(), "x").unwrap();

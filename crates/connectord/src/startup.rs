@@ -43,26 +43,38 @@ pub struct Application {
 impl Application {
     /// Opens the store (running migrations), binds the listeners and prepares
     /// the workers. Without a reconciler no worker runs: jobs stay queued.
-    pub async fn build(settings: Settings, reconciler: Option<Arc<dyn Reconciler>>) -> anyhow::Result<Self> {
+    pub async fn build(
+        settings: Settings,
+        reconciler: Option<Arc<dyn Reconciler>>,
+    ) -> anyhow::Result<Self> {
         let store = open_store(&settings.database_url, settings.worker.retry.max_attempts).await?;
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let admin_listener = match &settings.admin_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
             None => None,
         };
         let state = AppState {
             store: store.clone(),
             secrets: WebhookSecrets::new(
                 settings.webhook_secret.as_bytes(),
-                settings.webhook_secret_previous.as_ref().map(|s| s.as_bytes().to_vec()),
+                settings
+                    .webhook_secret_previous
+                    .as_ref()
+                    .map(|s| s.as_bytes().to_vec()),
             ),
             admin_token: settings.admin_token.as_str().into(),
             metrics: telemetry::prometheus(),
         };
         let workers = match reconciler {
-            Some(r) if settings.worker.concurrency > 0 => Some(WorkerPool::new(store, r, settings.worker.clone())),
+            Some(r) if settings.worker.concurrency > 0 => {
+                Some(WorkerPool::new(store, r, settings.worker.clone()))
+            }
             Some(_) => None,
             None => {
                 tracing::warn!(
@@ -87,7 +99,10 @@ impl Application {
     }
 
     pub fn admin_port(&self) -> u16 {
-        self.admin_listener.as_ref().map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0)).unwrap_or(self.port())
+        self.admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
+            .unwrap_or(self.port())
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -100,7 +115,14 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { listener, admin_listener, state, workers, body_retention, shutdown } = self;
+        let Self {
+            listener,
+            admin_listener,
+            state,
+            workers,
+            body_retention,
+            shutdown,
+        } = self;
         let health = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
@@ -113,11 +135,21 @@ impl Application {
                 tracing::info!(address = %listener.local_addr()?, "serving the webhook");
                 tracing::info!(address = %admin_listener.local_addr()?, "serving the admin API");
                 servers.spawn(serve(listener, public, state.clone(), shutdown.clone()));
-                servers.spawn(serve(admin_listener, admin.merge(health), state.clone(), shutdown.clone()));
+                servers.spawn(serve(
+                    admin_listener,
+                    admin.merge(health),
+                    state.clone(),
+                    shutdown.clone(),
+                ));
             }
             None => {
                 tracing::info!(address = %listener.local_addr()?, "serving the webhook and the admin API");
-                servers.spawn(serve(listener, public.merge(admin), state.clone(), shutdown.clone()));
+                servers.spawn(serve(
+                    listener,
+                    public.merge(admin),
+                    state.clone(),
+                    shutdown.clone(),
+                ));
             }
         }
         if let Some(pool) = workers {
@@ -127,7 +159,11 @@ impl Application {
                 Ok(())
             });
         }
-        servers.spawn(clean_bodies(state.store.clone(), body_retention, shutdown.clone()));
+        servers.spawn(clean_bodies(
+            state.store.clone(),
+            body_retention,
+            shutdown.clone(),
+        ));
         let mut result = Ok(());
         while let Some(joined) = servers.join_next().await {
             let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
@@ -152,18 +188,29 @@ pub async fn open_store(database_url: &str, max_attempts: i64) -> anyhow::Result
     }
 }
 
-async fn serve(listener: TcpListener, router: Router<AppState>, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn serve(
+    listener: TcpListener,
+    router: Router<AppState>,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let app = router
         .layer(middleware::from_fn(record_latency))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
     Ok(())
 }
 
 async fn record_latency(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let response = next.run(req).await;
     metrics::histogram!("connectord_http_request_duration_seconds",
@@ -188,7 +235,11 @@ async fn metrics(State(app): State<AppState>) -> Response {
     match app.store.sync_event_counts().await {
         Ok(counts) => {
             for status in crate::admin::sync_events::STATUSES {
-                let n = counts.iter().find(|(s, _)| s == status).map(|(_, n)| *n).unwrap_or(0);
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == status)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
                 metrics::gauge!("connectord_sync_events", "status" => status).set(n as f64);
             }
         }
@@ -198,7 +249,11 @@ async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 /// Drops retained delivery bodies past their retention, hourly.
-async fn clean_bodies(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn clean_bodies(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     loop {
         let cutoff = crate::store::models::now_ms() - retention.as_millis() as i64;
         match store.prune_delivery_bodies(cutoff).await {

@@ -12,7 +12,10 @@ use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/admin/connectors", get(list_connectors).post(create_connector))
+        .route(
+            "/v1/admin/connectors",
+            get(list_connectors).post(create_connector),
+        )
         .route("/v1/admin/connectors/{id}", get(get_connector))
 }
 
@@ -36,13 +39,25 @@ pub async fn create_connector(
 ) -> ApiResult<(StatusCode, Json<ConnectorInstance>)> {
     let body = json(body)?;
     if body.connector_type != "github" {
-        return Err(ApiError::BadRequest(format!("unsupported connector type `{}`; only `github`", body.connector_type)));
+        return Err(ApiError::BadRequest(format!(
+            "unsupported connector type `{}`; only `github`",
+            body.connector_type
+        )));
     }
     if body.installation_id <= 0 {
-        return Err(ApiError::BadRequest("installationId must be a positive integer".into()));
+        return Err(ApiError::BadRequest(
+            "installationId must be a positive integer".into(),
+        ));
     }
     let (connector, created) = app.store.create_connector(body.installation_id).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(connector)))
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(connector),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/admin/connectors", params(PageParams), tag = "connectors",
@@ -57,8 +72,16 @@ pub async fn list_connectors(
 
 #[utoipa::path(get, path = "/v1/admin/connectors/{id}", tag = "connectors",
     responses((status = 200, body = ConnectorInstance), (status = 404, body = ErrorBody)))]
-pub async fn get_connector(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ConnectorInstance>> {
-    Ok(Json(app.store.get_connector(&id).await.or_not_found("connector")?))
+pub async fn get_connector(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ConnectorInstance>> {
+    Ok(Json(
+        app.store
+            .get_connector(&id)
+            .await
+            .or_not_found("connector")?,
+    ))
 }
 
 /// A page of connectors (schema only).

@@ -30,8 +30,13 @@ pub async fn list_deliveries(
 /// recorded, so they answer 404.
 #[utoipa::path(get, path = "/v1/admin/deliveries/{id}", tag = "deliveries",
     responses((status = 200, body = Delivery), (status = 404, body = ErrorBody)))]
-pub async fn get_delivery(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Delivery>> {
-    Ok(Json(app.store.get_delivery(&id).await.or_not_found("delivery")?))
+pub async fn get_delivery(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Delivery>> {
+    Ok(Json(
+        app.store.get_delivery(&id).await.or_not_found("delivery")?,
+    ))
 }
 
 /// Dispatches a recorded (accepted, still retained) body again, as a new
@@ -40,8 +45,15 @@ pub async fn get_delivery(State(app): State<AppState>, Path(id): Path<String>) -
 #[utoipa::path(post, path = "/v1/admin/deliveries/{id}/replay", tag = "deliveries",
     responses((status = 202, body = IngestOutcome), (status = 200, body = IngestOutcome),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn replay_delivery(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let stored = app.store.delivery_body(&id).await.or_not_found("delivery")?;
+pub async fn replay_delivery(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let stored = app
+        .store
+        .delivery_body(&id)
+        .await
+        .or_not_found("delivery")?;
     let replay_id = app.store.next_replay_id(&id).await?;
     let delivery = VerifiedDelivery {
         event: Some(&stored.event),

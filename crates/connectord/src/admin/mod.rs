@@ -32,7 +32,11 @@ pub fn router(state: AppState) -> Router<AppState> {
     protected.merge(openapi::router())
 }
 
-async fn require_admin_token(State(app): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+async fn require_admin_token(
+    State(app): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let presented = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -61,17 +65,24 @@ impl PageParams {
     pub fn page(&self) -> ApiResult<Page> {
         let limit = self.limit.unwrap_or(50);
         if !(1..=200).contains(&limit) {
-            return Err(ApiError::BadRequest("limit must be between 1 and 200".into()));
+            return Err(ApiError::BadRequest(
+                "limit must be between 1 and 200".into(),
+            ));
         }
-        Ok(Page { limit, cursor: self.cursor.clone().filter(|c| !c.is_empty()) })
+        Ok(Page {
+            limit,
+            cursor: self.cursor.clone().filter(|c| !c.is_empty()),
+        })
     }
 }
 
 /// Query strings and JSON bodies that don't parse answer 400 in the API's error shape.
 pub fn query<T: DeserializeOwned>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(v)| v).map_err(|e| ApiError::BadRequest(e.body_text()))
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 pub fn json<T: DeserializeOwned>(j: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    j.map(|Json(v)| v).map_err(|e| ApiError::BadRequest(e.body_text()))
+    j.map(|Json(v)| v)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
 }

@@ -8,7 +8,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-pub const STATUSES: [&str; 7] = ["queued", "running", "completed", "partial", "failed", "superseded", "cancelled"];
+pub const STATUSES: [&str; 7] = [
+    "queued",
+    "running",
+    "completed",
+    "partial",
+    "failed",
+    "superseded",
+    "cancelled",
+];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,17 +43,35 @@ pub async fn list_sync_events(
 ) -> ApiResult<Json<Listing<SyncEvent>>> {
     let q = query(q)?;
     if let Some(s) = q.status.as_deref().filter(|s| !STATUSES.contains(s)) {
-        return Err(ApiError::BadRequest(format!("unknown status `{s}`; one of {}", STATUSES.join(", "))));
+        return Err(ApiError::BadRequest(format!(
+            "unknown status `{s}`; one of {}",
+            STATUSES.join(", ")
+        )));
     }
-    let page = PageParams { limit: q.limit, cursor: q.cursor }.page()?;
-    let filter = SyncEventFilter { target_id: q.target_id, status: q.status };
+    let page = PageParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
+    let filter = SyncEventFilter {
+        target_id: q.target_id,
+        status: q.status,
+    };
     Ok(Json(app.store.list_sync_events(&filter, &page).await?))
 }
 
 #[utoipa::path(get, path = "/v1/admin/sync-events/{id}", tag = "sync-events",
     responses((status = 200, body = SyncEvent), (status = 404, body = ErrorBody)))]
-pub async fn get_sync_event(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SyncEvent>> {
-    Ok(Json(app.store.get_sync_event(&id).await.or_not_found("sync event")?))
+pub async fn get_sync_event(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SyncEvent>> {
+    Ok(Json(
+        app.store
+            .get_sync_event(&id)
+            .await
+            .or_not_found("sync event")?,
+    ))
 }
 
 /// A page of sync events (schema only).

@@ -13,8 +13,14 @@ use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/admin/connectors/{id}/targets", get(list_targets).post(create_target))
-        .route("/v1/admin/targets/{id}", get(get_target).delete(delete_target))
+        .route(
+            "/v1/admin/connectors/{id}/targets",
+            get(list_targets).post(create_target),
+        )
+        .route(
+            "/v1/admin/targets/{id}",
+            get(get_target).delete(delete_target),
+        )
         .route("/v1/admin/targets/{id}/sync", post(sync_target))
 }
 
@@ -45,7 +51,9 @@ impl TryFrom<CreateTarget> for NewTarget {
     fn try_from(b: CreateTarget) -> Result<Self, ApiError> {
         let bad = |e: crate::domain::ParseError| ApiError::BadRequest(e.0);
         if b.repository_id.is_some_and(|id| id <= 0) {
-            return Err(ApiError::BadRequest("repositoryId must be a positive integer".into()));
+            return Err(ApiError::BadRequest(
+                "repositoryId must be a positive integer".into(),
+            ));
         }
         Ok(NewTarget {
             repository_full_name: RepoFullName::parse(&b.repository_full_name).map_err(bad)?,
@@ -66,8 +74,18 @@ pub async fn create_target(
     body: Result<Json<CreateTarget>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CreatedTarget>)> {
     let new = NewTarget::try_from(json(body)?)?;
-    let (target, initial_sync_event) = app.store.create_target(&connector_id, new).await.or_not_found("connector")?;
-    Ok((StatusCode::CREATED, Json(CreatedTarget { target, initial_sync_event })))
+    let (target, initial_sync_event) = app
+        .store
+        .create_target(&connector_id, new)
+        .await
+        .or_not_found("connector")?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTarget {
+            target,
+            initial_sync_event,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/admin/connectors/{id}/targets", params(PageParams), tag = "targets",
@@ -78,19 +96,32 @@ pub async fn list_targets(
     q: Result<Query<PageParams>, QueryRejection>,
 ) -> ApiResult<Json<Listing<Target>>> {
     let page = query(q)?.page()?;
-    Ok(Json(app.store.list_targets(&connector_id, &page).await.or_not_found("connector")?))
+    Ok(Json(
+        app.store
+            .list_targets(&connector_id, &page)
+            .await
+            .or_not_found("connector")?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/admin/targets/{id}", tag = "targets",
     responses((status = 200, body = Target), (status = 404, body = ErrorBody)))]
-pub async fn get_target(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Target>> {
-    Ok(Json(app.store.get_target(&id).await.or_not_found("target")?))
+pub async fn get_target(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Target>> {
+    Ok(Json(
+        app.store.get_target(&id).await.or_not_found("target")?,
+    ))
 }
 
 /// Stops tracking the target and cancels its queued syncs (its history stays).
 #[utoipa::path(delete, path = "/v1/admin/targets/{id}", tag = "targets",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_target(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_target(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     app.store.delete_target(&id).await.or_not_found("target")?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -98,7 +129,10 @@ pub async fn delete_target(State(app): State<AppState>, Path(id): Path<String>) 
 /// Queues a manual resync; the worker resolves the branch head when it runs.
 #[utoipa::path(post, path = "/v1/admin/targets/{id}/sync", tag = "targets",
     responses((status = 202, body = SyncEvent), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn sync_target(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<SyncEvent>)> {
+pub async fn sync_target(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<SyncEvent>)> {
     let event = app.store.request_sync(&id).await.or_not_found("target")?;
     Ok((StatusCode::ACCEPTED, Json(event)))
 }

@@ -65,7 +65,9 @@ pub struct InstallationRepositoriesPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RepositoryAction {
     /// `renamed` or `transferred`: the repository now answers to this name.
-    Moved { full_name: String },
+    Moved {
+        full_name: String,
+    },
     Deleted,
     Archived(bool),
 }
@@ -98,15 +100,25 @@ fn required<'a>(env: &'a GithubWebhookEnvelope, ptr: &str) -> Result<&'a Value, 
     env.payload
         .pointer(ptr)
         .filter(|v| !v.is_null())
-        .ok_or_else(|| BadPayload(format!("{} payload lacks `{}`", env.event.as_str(), &ptr[1..].replace('/', "."))))
+        .ok_or_else(|| {
+            BadPayload(format!(
+                "{} payload lacks `{}`",
+                env.event.as_str(),
+                &ptr[1..].replace('/', ".")
+            ))
+        })
 }
 
 fn required_i64(env: &GithubWebhookEnvelope, ptr: &str) -> Result<i64, BadPayload> {
-    required(env, ptr)?.as_i64().ok_or_else(|| BadPayload(format!("`{}` must be an integer", &ptr[1..])))
+    required(env, ptr)?
+        .as_i64()
+        .ok_or_else(|| BadPayload(format!("`{}` must be an integer", &ptr[1..])))
 }
 
 fn required_str<'a>(env: &'a GithubWebhookEnvelope, ptr: &str) -> Result<&'a str, BadPayload> {
-    required(env, ptr)?.as_str().ok_or_else(|| BadPayload(format!("`{}` must be a string", &ptr[1..])))
+    required(env, ptr)?
+        .as_str()
+        .ok_or_else(|| BadPayload(format!("`{}` must be a string", &ptr[1..])))
 }
 
 fn required_sha(env: &GithubWebhookEnvelope, ptr: &str) -> Result<Sha, BadPayload> {
@@ -116,12 +128,21 @@ fn required_sha(env: &GithubWebhookEnvelope, ptr: &str) -> Result<Sha, BadPayloa
 pub fn handle_github_push_event(env: &GithubWebhookEnvelope) -> Result<Plan, BadPayload> {
     let git_ref = required_str(env, "/ref")?;
     let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
-        let reason = if git_ref.starts_with("refs/tags/") { "tag_push" } else { "not_a_branch" };
+        let reason = if git_ref.starts_with("refs/tags/") {
+            "tag_push"
+        } else {
+            "not_a_branch"
+        };
         return Ok(Plan::Ignore(reason.into()));
     };
     let before = required_sha(env, "/before")?;
     let after = required_sha(env, "/after")?;
-    let deleted = env.payload.get("deleted").and_then(Value::as_bool).unwrap_or(false) || after.is_zero();
+    let deleted = env
+        .payload
+        .get("deleted")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        || after.is_zero();
     Ok(Plan::Push(PushPlan {
         installation_id: env.installation_id,
         repository_id: required_i64(env, "/repository/id")?,
@@ -147,12 +168,18 @@ pub fn handle_github_installation_event(env: &GithubWebhookEnvelope) -> Result<P
     Ok(Plan::Installation(InstallationPlan {
         installation_id: required_i64(env, "/installation/id")?,
         action,
-        account_login: p.pointer("/installation/account/login").and_then(Value::as_str).map(str::to_owned),
+        account_login: p
+            .pointer("/installation/account/login")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         repository_selection: p
             .pointer("/installation/repository_selection")
             .and_then(Value::as_str)
             .map(str::to_owned),
-        permissions: p.pointer("/installation/permissions").filter(|v| v.is_object()).cloned(),
+        permissions: p
+            .pointer("/installation/permissions")
+            .filter(|v| v.is_object())
+            .cloned(),
     }))
 }
 
@@ -164,7 +191,10 @@ fn repo_refs(v: Option<&Value>) -> Vec<RepoRef> {
                 .filter_map(|r| {
                     Some(RepoRef {
                         id: r.get("id")?.as_i64()?,
-                        full_name: r.get("full_name").and_then(Value::as_str).map(str::to_owned),
+                        full_name: r
+                            .get("full_name")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
                     })
                 })
                 .collect()
@@ -172,23 +202,27 @@ fn repo_refs(v: Option<&Value>) -> Vec<RepoRef> {
         .unwrap_or_default()
 }
 
-pub fn handle_github_installation_repositories_event(env: &GithubWebhookEnvelope) -> Result<Plan, BadPayload> {
+pub fn handle_github_installation_repositories_event(
+    env: &GithubWebhookEnvelope,
+) -> Result<Plan, BadPayload> {
     match env.action.as_deref() {
         Some("added") | Some("removed") => {}
         _ => return Ok(Plan::Ignore("action_not_handled".into())),
     }
-    Ok(Plan::InstallationRepositories(InstallationRepositoriesPlan {
-        installation_id: required_i64(env, "/installation/id")?,
-        added: repo_refs(env.payload.get("repositories_added")),
-        removed: repo_refs(env.payload.get("repositories_removed")),
-    }))
+    Ok(Plan::InstallationRepositories(
+        InstallationRepositoriesPlan {
+            installation_id: required_i64(env, "/installation/id")?,
+            added: repo_refs(env.payload.get("repositories_added")),
+            removed: repo_refs(env.payload.get("repositories_removed")),
+        },
+    ))
 }
 
 pub fn handle_github_repository_event(env: &GithubWebhookEnvelope) -> Result<Plan, BadPayload> {
     let action = match env.action.as_deref() {
-        Some("renamed") | Some("transferred") => {
-            RepositoryAction::Moved { full_name: required_str(env, "/repository/full_name")?.to_owned() }
-        }
+        Some("renamed") | Some("transferred") => RepositoryAction::Moved {
+            full_name: required_str(env, "/repository/full_name")?.to_owned(),
+        },
         Some("deleted") => RepositoryAction::Deleted,
         Some("archived") => RepositoryAction::Archived(true),
         Some("unarchived") => RepositoryAction::Archived(false),
@@ -208,7 +242,11 @@ mod tests {
     use serde_json::json;
 
     fn env(event: &str, payload: Value) -> GithubWebhookEnvelope {
-        GithubWebhookEnvelope::new(DeliveryId::parse("d").unwrap(), EventName::parse(event).unwrap(), payload)
+        GithubWebhookEnvelope::new(
+            DeliveryId::parse("d").unwrap(),
+            EventName::parse(event).unwrap(),
+            payload,
+        )
     }
 
     fn push(r: &str, after: &str) -> Value {
@@ -218,10 +256,20 @@ mod tests {
 
     #[test]
     fn branch_push_becomes_a_push_plan() {
-        let Plan::Push(p) = dispatch(&env("push", push("refs/heads/main", &"2".repeat(40)))).unwrap() else {
+        let Plan::Push(p) =
+            dispatch(&env("push", push("refs/heads/main", &"2".repeat(40)))).unwrap()
+        else {
             panic!("expected a push plan")
         };
-        assert_eq!((p.branch.as_str(), p.repository_id, p.installation_id, p.deleted), ("main", 5, Some(3), false));
+        assert_eq!(
+            (
+                p.branch.as_str(),
+                p.repository_id,
+                p.installation_id,
+                p.deleted
+            ),
+            ("main", 5, Some(3), false)
+        );
     }
 
     #[test]
@@ -232,7 +280,9 @@ mod tests {
 
     #[test]
     fn branch_deletion_is_flagged() {
-        let Plan::Push(p) = dispatch(&env("push", push("refs/heads/x", crate::domain::ZERO_SHA))).unwrap() else {
+        let Plan::Push(p) =
+            dispatch(&env("push", push("refs/heads/x", crate::domain::ZERO_SHA))).unwrap()
+        else {
             panic!("expected a push plan")
         };
         assert!(p.deleted);
@@ -240,17 +290,29 @@ mod tests {
 
     #[test]
     fn push_without_repository_is_bad_payload() {
-        let err = dispatch(&env("push", json!({"ref":"refs/heads/a","before":"1".repeat(40),"after":"2".repeat(40)})))
-            .unwrap_err();
+        let err = dispatch(&env(
+            "push",
+            json!({"ref":"refs/heads/a","before":"1".repeat(40),"after":"2".repeat(40)}),
+        ))
+        .unwrap_err();
         assert!(err.0.contains("repository"), "{err}");
     }
 
     #[test]
     fn unknown_events_and_actions_are_ignored() {
-        assert!(matches!(dispatch(&env("star", json!({}))).unwrap(), Plan::Ignore(_)));
-        assert!(matches!(dispatch(&env("ping", json!({}))).unwrap(), Plan::Ignore(r) if r == "ping"));
         assert!(matches!(
-            dispatch(&env("repository", json!({"action":"edited","repository":{"id":1}}))).unwrap(),
+            dispatch(&env("star", json!({}))).unwrap(),
+            Plan::Ignore(_)
+        ));
+        assert!(
+            matches!(dispatch(&env("ping", json!({}))).unwrap(), Plan::Ignore(r) if r == "ping")
+        );
+        assert!(matches!(
+            dispatch(&env(
+                "repository",
+                json!({"action":"edited","repository":{"id":1}})
+            ))
+            .unwrap(),
             Plan::Ignore(_)
         ));
     }

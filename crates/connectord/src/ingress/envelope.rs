@@ -79,10 +79,19 @@ pub fn decode_payload(body: &[u8], encoding: BodyEncoding) -> Result<Value, Stri
 
 impl GithubWebhookEnvelope {
     pub fn new(delivery_id: DeliveryId, event: EventName, payload: Value) -> Self {
-        let str_at = |ptr: &str| payload.pointer(ptr).and_then(Value::as_str).map(str::to_owned);
+        let str_at = |ptr: &str| {
+            payload
+                .pointer(ptr)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         let int_at = |ptr: &str| payload.pointer(ptr).and_then(Value::as_i64);
         let git_ref = str_at("/ref");
-        let head_sha = if event.as_str() == "push" { push_head_sha(&payload) } else { None };
+        let head_sha = if event.as_str() == "push" {
+            push_head_sha(&payload)
+        } else {
+            None
+        };
         Self {
             action: str_at("/action"),
             installation_id: int_at("/installation/id"),
@@ -101,7 +110,10 @@ impl GithubWebhookEnvelope {
 /// annotated tag `after` is the tag object, so `head_commit.id` names the
 /// commit. A deletion (`after` all zeros) has no head.
 fn push_head_sha(payload: &Value) -> Option<String> {
-    let after = payload.get("after").and_then(Value::as_str).and_then(|s| Sha::parse(s).ok())?;
+    let after = payload
+        .get("after")
+        .and_then(Value::as_str)
+        .and_then(|s| Sha::parse(s).ok())?;
     if after.is_zero() {
         return None;
     }
@@ -109,7 +121,10 @@ fn push_head_sha(payload: &Value) -> Option<String> {
         .get("ref")
         .and_then(Value::as_str)
         .is_some_and(|r| r.starts_with("refs/tags/"));
-    let head_commit = payload.pointer("/head_commit/id").and_then(Value::as_str).and_then(|s| Sha::parse(s).ok());
+    let head_commit = payload
+        .pointer("/head_commit/id")
+        .and_then(Value::as_str)
+        .and_then(|s| Sha::parse(s).ok());
     match (is_tag, head_commit) {
         (true, Some(commit)) => Some(commit.into_string()),
         _ => Some(after.into_string()),
@@ -155,7 +170,10 @@ mod tests {
 
     #[test]
     fn deletion_has_no_head() {
-        let e = env("push", json!({"ref":"refs/heads/x","after":crate::domain::ZERO_SHA,"deleted":true}));
+        let e = env(
+            "push",
+            json!({"ref":"refs/heads/x","after":crate::domain::ZERO_SHA,"deleted":true}),
+        );
         assert_eq!(e.head_sha, None);
     }
 
@@ -164,23 +182,36 @@ mod tests {
         let body = format!("payload={}", "%7B%22zen%22%3A%22hi%22%7D");
         let v = decode_payload(body.as_bytes(), BodyEncoding::Form).unwrap();
         assert_eq!(v["zen"], "hi");
-        assert!(decode_payload(b"other=1", BodyEncoding::Form).unwrap_err().contains("payload"));
+        assert!(decode_payload(b"other=1", BodyEncoding::Form)
+            .unwrap_err()
+            .contains("payload"));
     }
 
     #[test]
     fn bad_json_is_reported() {
-        assert!(decode_payload(b"", BodyEncoding::Json).unwrap_err().contains("empty"));
-        assert!(decode_payload(b"{nope", BodyEncoding::Json).unwrap_err().contains("not valid JSON"));
-        assert!(decode_payload(b"[1]", BodyEncoding::Json).unwrap_err().contains("object"));
+        assert!(decode_payload(b"", BodyEncoding::Json)
+            .unwrap_err()
+            .contains("empty"));
+        assert!(decode_payload(b"{nope", BodyEncoding::Json)
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(decode_payload(b"[1]", BodyEncoding::Json)
+            .unwrap_err()
+            .contains("object"));
     }
 
     #[test]
     fn content_types() {
         assert_eq!(
-            BodyEncoding::from_content_type(Some("application/x-www-form-urlencoded; charset=utf-8")),
+            BodyEncoding::from_content_type(Some(
+                "application/x-www-form-urlencoded; charset=utf-8"
+            )),
             BodyEncoding::Form
         );
-        assert_eq!(BodyEncoding::from_content_type(Some("application/json")), BodyEncoding::Json);
+        assert_eq!(
+            BodyEncoding::from_content_type(Some("application/json")),
+            BodyEncoding::Json
+        );
         assert_eq!(BodyEncoding::from_content_type(None), BodyEncoding::Json);
     }
 }

@@ -39,7 +39,11 @@ impl IntoResponse for IngressError {
             IngressError::BadRequest(m) => (StatusCode::BAD_REQUEST, m).into_response(),
             IngressError::Unavailable(m) => {
                 tracing::error!(error = %m, "delivery not recorded: store unavailable");
-                (StatusCode::SERVICE_UNAVAILABLE, "store unavailable; the delivery was not recorded").into_response()
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store unavailable; the delivery was not recorded",
+                )
+                    .into_response()
             }
         }
     }
@@ -69,14 +73,20 @@ pub async fn github_webhook_ingress(
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            metrics::counter!("connectord_webhook_rejected_total", "reason" => "too_large").increment(1);
-            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large (limit 25 MiB)").into_response();
+            metrics::counter!("connectord_webhook_rejected_total", "reason" => "too_large")
+                .increment(1);
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload too large (limit 25 MiB)",
+            )
+                .into_response();
         }
         Err(rejection) => return (StatusCode::BAD_REQUEST, rejection.body_text()).into_response(),
     };
     let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
     if let Err(e) = app.secrets.verify(signature, &body) {
-        metrics::counter!("connectord_webhook_signature_failures_total", "reason" => e.message()).increment(1);
+        metrics::counter!("connectord_webhook_signature_failures_total", "reason" => e.message())
+            .increment(1);
         tracing::warn!(reason = e.message(), delivery = ?header(&headers, "x-github-delivery"), "rejected delivery");
         return (StatusCode::UNAUTHORIZED, e.message()).into_response();
     }
@@ -85,7 +95,8 @@ pub async fn github_webhook_ingress(
         delivery_id: header(&headers, "x-github-delivery"),
         content_type: header(&headers, "content-type"),
         hook_id: header(&headers, "x-github-hook-id").map(str::to_owned),
-        hook_installation_target_id: header(&headers, "x-github-hook-installation-target-id").map(str::to_owned),
+        hook_installation_target_id: header(&headers, "x-github-hook-installation-target-id")
+            .map(str::to_owned),
         body,
         replay_of: None,
     };
@@ -96,15 +107,26 @@ pub async fn github_webhook_ingress(
 }
 
 pub fn respond(outcome: IngestOutcome) -> Response {
-    let status = if outcome.outcome == Outcome::Accepted { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let status = if outcome.outcome == Outcome::Accepted {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     (status, Json(outcome)).into_response()
 }
 
 /// Everything after the signature check; replays enter here too.
-pub async fn process(app: &AppState, d: VerifiedDelivery<'_>) -> Result<IngestOutcome, IngressError> {
-    let event = d.event.ok_or_else(|| IngressError::BadRequest("missing X-GitHub-Event header".into()))?;
+pub async fn process(
+    app: &AppState,
+    d: VerifiedDelivery<'_>,
+) -> Result<IngestOutcome, IngressError> {
+    let event = d
+        .event
+        .ok_or_else(|| IngressError::BadRequest("missing X-GitHub-Event header".into()))?;
     let event = EventName::parse(event).map_err(|e| IngressError::BadRequest(e.0))?;
-    let delivery_id = d.delivery_id.ok_or_else(|| IngressError::BadRequest("missing X-GitHub-Delivery header".into()))?;
+    let delivery_id = d
+        .delivery_id
+        .ok_or_else(|| IngressError::BadRequest("missing X-GitHub-Delivery header".into()))?;
     let delivery_id = DeliveryId::parse(delivery_id).map_err(|e| IngressError::BadRequest(e.0))?;
     let encoding = BodyEncoding::from_content_type(d.content_type);
     let payload = decode_payload(&d.body, encoding).map_err(IngressError::BadRequest)?;
@@ -125,7 +147,11 @@ pub async fn process(app: &AppState, d: VerifiedDelivery<'_>) -> Result<IngestOu
         body: d.body.to_vec(),
         replay_of: d.replay_of,
     };
-    let outcome = app.store.ingest(new, plan).await.map_err(|e| IngressError::Unavailable(e.to_string()))?;
+    let outcome = app
+        .store
+        .ingest(new, plan)
+        .await
+        .map_err(|e| IngressError::Unavailable(e.to_string()))?;
     let label = match outcome.outcome {
         Outcome::Accepted => "accepted",
         Outcome::Ignored => "ignored",

@@ -33,7 +33,11 @@ pub struct WebhookSecrets {
 
 impl std::fmt::Debug for WebhookSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WebhookSecrets({} configured, values redacted)", self.secrets.len())
+        write!(
+            f,
+            "WebhookSecrets({} configured, values redacted)",
+            self.secrets.len()
+        )
     }
 }
 
@@ -104,7 +108,10 @@ mod tests {
     #[test]
     fn github_documented_vector_signs_and_verifies() {
         assert_eq!(sign(SECRET.as_bytes(), BODY.as_bytes()), SIG);
-        assert_eq!(secrets().verify(Some(SIG.as_bytes()), BODY.as_bytes()), Ok(0));
+        assert_eq!(
+            secrets().verify(Some(SIG.as_bytes()), BODY.as_bytes()),
+            Ok(0)
+        );
     }
 
     #[test]
@@ -129,7 +136,11 @@ mod tests {
             "sha256=zz7107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
             "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
         ] {
-            assert_eq!(s.verify(Some(bad.as_bytes()), body), Err(SignatureError::Invalid), "{bad}");
+            assert_eq!(
+                s.verify(Some(bad.as_bytes()), body),
+                Err(SignatureError::Invalid),
+                "{bad}"
+            );
         }
         assert_eq!(s.verify(None, body), Err(SignatureError::Missing));
     }

@@ -13,7 +13,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 8, base: Duration::from_secs(10), cap: Duration::from_secs(3600) }
+        Self {
+            max_attempts: 8,
+            base: Duration::from_secs(10),
+            cap: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -23,7 +27,10 @@ impl RetryPolicy {
     /// keeps jobs that failed together (a GitHub outage) from retrying together.
     pub fn backoff(&self, attempt: i64, rng: &mut impl Rng) -> Duration {
         let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let full = self.base.saturating_mul(2u32.saturating_pow(exp)).min(self.cap);
+        let full = self
+            .base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.cap);
         full.mul_f64(rng.gen_range(0.5..=1.0))
     }
 
@@ -42,7 +49,10 @@ pub struct LeasePolicy {
 
 impl LeasePolicy {
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, heartbeat: ttl / 3 }
+        Self {
+            ttl,
+            heartbeat: ttl / 3,
+        }
     }
 }
 
@@ -59,7 +69,11 @@ mod tests {
             let full = Duration::from_secs(10 * 2u64.pow(attempt as u32 - 1)).min(p.cap);
             for _ in 0..50 {
                 let d = p.backoff(attempt, &mut rng);
-                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} not in [{:?}, {full:?}]", full / 2);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d:?} not in [{:?}, {full:?}]",
+                    full / 2
+                );
             }
         }
     }
@@ -68,8 +82,12 @@ mod tests {
     fn jitter_spreads_retries() {
         let p = RetryPolicy::default();
         let mut rng = StdRng::seed_from_u64(1);
-        let delays: std::collections::HashSet<_> = (0..20).map(|_| p.backoff(3, &mut rng)).collect();
-        assert!(delays.len() > 10, "jitter should spread retries: {delays:?}");
+        let delays: std::collections::HashSet<_> =
+            (0..20).map(|_| p.backoff(3, &mut rng)).collect();
+        assert!(
+            delays.len() > 10,
+            "jitter should spread retries: {delays:?}"
+        );
     }
 
     #[test]

@@ -42,7 +42,9 @@ impl From<sqlx::Error> for StoreError {
 /// SQLite's BUSY/LOCKED/IOERR/FULL/CANTOPEN/READONLY primary codes: the store
 /// is there but cannot take a write right now.
 fn is_unavailable_code(code: Option<&str>) -> bool {
-    let Some(code) = code.and_then(|c| c.parse::<i32>().ok()) else { return false };
+    let Some(code) = code.and_then(|c| c.parse::<i32>().ok()) else {
+        return false;
+    };
     matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
 }
 
@@ -80,7 +82,12 @@ pub trait Store: Send + Sync + 'static {
     // --- queue -------------------------------------------------------------
 
     /// Claims the oldest runnable job under a lease, or `None`.
-    async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<ClaimedJob>>;
+    async fn claim_job(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_ms: i64,
+    ) -> Result<Option<ClaimedJob>>;
     /// Extends the lease; `false` means it was lost and the worker must stop.
     async fn heartbeat(&self, job: &ClaimedJob, now: Millis, lease_ms: i64) -> Result<bool>;
     /// Records the result (`completed`, or `partial` with failures). Fenced.
@@ -111,14 +118,22 @@ pub trait Store: Send + Sync + 'static {
     async fn list_connectors(&self, page: &Page) -> Result<Listing<ConnectorInstance>>;
     async fn get_connector(&self, id: &str) -> Result<ConnectorInstance>;
     /// Creates the target and queues its initial sync in one transaction.
-    async fn create_target(&self, connector_id: &str, target: NewTarget) -> Result<(Target, SyncEvent)>;
+    async fn create_target(
+        &self,
+        connector_id: &str,
+        target: NewTarget,
+    ) -> Result<(Target, SyncEvent)>;
     async fn list_targets(&self, connector_id: &str, page: &Page) -> Result<Listing<Target>>;
     async fn get_target(&self, id: &str) -> Result<Target>;
     /// Removes the target from tracking and cancels its pending jobs.
     async fn delete_target(&self, id: &str) -> Result<()>;
     /// Queues a manual sync (head resolved when it runs).
     async fn request_sync(&self, target_id: &str) -> Result<SyncEvent>;
-    async fn list_sync_events(&self, filter: &SyncEventFilter, page: &Page) -> Result<Listing<SyncEvent>>;
+    async fn list_sync_events(
+        &self,
+        filter: &SyncEventFilter,
+        page: &Page,
+    ) -> Result<Listing<SyncEvent>>;
     async fn get_sync_event(&self, id: &str) -> Result<SyncEvent>;
     async fn list_deliveries(&self, page: &Page) -> Result<Listing<Delivery>>;
     async fn get_delivery(&self, id: &str) -> Result<Delivery>;

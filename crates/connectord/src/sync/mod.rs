@@ -20,7 +20,10 @@ pub enum ReconcileError {
     /// Told to wait (429, or 403 with `retry-after`): rescheduled after the
     /// wait without using up an attempt.
     #[error("rate limited: {message}")]
-    RateLimited { message: String, retry_after: Duration },
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 #[async_trait]

@@ -43,9 +43,18 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    pub fn new(store: Arc<dyn Store>, reconciler: Arc<dyn Reconciler>, settings: WorkerSettings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        reconciler: Arc<dyn Reconciler>,
+        settings: WorkerSettings,
+    ) -> Self {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-        Self { store, reconciler, settings, owner }
+        Self {
+            store,
+            reconciler,
+            settings,
+            owner,
+        }
     }
 
     /// Runs the workers and the lease rescuer until `shutdown` is cancelled and
@@ -137,7 +146,9 @@ impl WorkerPool {
         let Some(result) = outcome else {
             match self.store.release_job(&job).await {
                 Ok(_) => tracing::info!("shutdown: released the unfinished job"),
-                Err(e) => tracing::warn!(error = %e, "shutdown: could not release the job; its lease will expire"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "shutdown: could not release the job; its lease will expire")
+                }
             }
             return;
         };
@@ -169,23 +180,37 @@ impl WorkerPool {
         }
     }
 
-    async fn record(&self, job: &ClaimedJob, result: Result<crate::store::models::SyncResult, ReconcileError>) -> crate::store::Result<()> {
+    async fn record(
+        &self,
+        job: &ClaimedJob,
+        result: Result<crate::store::models::SyncResult, ReconcileError>,
+    ) -> crate::store::Result<()> {
         let now = now_ms();
         let kept = match result {
             Ok(r) => self.store.finish_job(job, &r, now).await?,
             Err(ReconcileError::Permanent(msg)) => self.store.fail_job(job, &msg, now).await?,
-            Err(ReconcileError::RateLimited { message, retry_after }) => {
+            Err(ReconcileError::RateLimited {
+                message,
+                retry_after,
+            }) => {
                 let run_at = now + retry_after.as_millis() as i64;
-                self.store.retry_job(job, run_at, &format!("rate limited: {message}"), false, now).await?
+                self.store
+                    .retry_job(job, run_at, &format!("rate limited: {message}"), false, now)
+                    .await?
             }
             Err(ReconcileError::Transient(msg)) => {
                 if self.settings.retry.exhausted(job.attempt, job.max_attempts) {
                     let msg = format!("gave up after {} attempts: {msg}", job.attempt);
                     self.store.fail_job(job, &msg, now).await?
                 } else {
-                    let delay = self.settings.retry.backoff(job.attempt, &mut rand::thread_rng());
+                    let delay = self
+                        .settings
+                        .retry
+                        .backoff(job.attempt, &mut rand::thread_rng());
                     metrics::counter!("connectord_job_retries_total").increment(1);
-                    self.store.retry_job(job, now + delay.as_millis() as i64, &msg, true, now).await?
+                    self.store
+                        .retry_job(job, now + delay.as_millis() as i64, &msg, true, now)
+                        .await?
                 }
             }
         };

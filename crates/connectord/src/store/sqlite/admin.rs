@@ -108,7 +108,10 @@ pub fn page<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Lis
     Listing { items, next_cursor }
 }
 
-pub async fn create_connector(conn: &mut SqliteConnection, installation_id: i64) -> Result<(ConnectorInstance, bool)> {
+pub async fn create_connector(
+    conn: &mut SqliteConnection,
+    installation_id: i64,
+) -> Result<(ConnectorInstance, bool)> {
     let now = now_ms();
     let inserted = sqlx::query(
         "INSERT INTO connector_instance (id, installation_id, status, created_at, updated_at) VALUES (?, ?, 'active', ?, ?) \
@@ -135,13 +138,18 @@ pub async fn create_target(
     max_attempts: i64,
 ) -> Result<(Target, SyncEvent)> {
     let now = now_ms();
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM connector_instance WHERE id = ?")
-        .bind(connector_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM connector_instance WHERE id = ?")
+            .bind(connector_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     match status.as_deref() {
         None => return Err(StoreError::NotFound),
-        Some("deleted") => return Err(StoreError::Conflict("the connector's installation was deleted".into())),
+        Some("deleted") => {
+            return Err(StoreError::Conflict(
+                "the connector's installation was deleted".into(),
+            ))
+        }
         _ => {}
     }
     let id = new_id("tgt");
@@ -171,10 +179,17 @@ pub async fn create_target(
         .bind(&id)
         .fetch_one(&mut *conn)
         .await?;
-    let ctx = Ctx { delivery_id: "", now, max_attempts };
+    let ctx = Ctx {
+        delivery_id: "",
+        now,
+        max_attempts,
+    };
     let (Enqueued::New(event_id) | Enqueued::Existing(event_id)) =
         enqueue(conn, &ctx, &target_ref, None, Trigger::Initial).await?;
-    Ok((get_target(conn, &id).await?, get_sync_event(conn, &event_id).await?))
+    Ok((
+        get_target(conn, &id).await?,
+        get_sync_event(conn, &event_id).await?,
+    ))
 }
 
 pub async fn get_target(conn: &mut SqliteConnection, id: &str) -> Result<Target> {
@@ -209,21 +224,33 @@ pub async fn delete_target(conn: &mut SqliteConnection, id: &str) -> Result<()> 
     cancel_pending(conn, id, "cancelled", now).await
 }
 
-pub async fn request_sync(conn: &mut SqliteConnection, target_id: &str, max_attempts: i64) -> Result<SyncEvent> {
+pub async fn request_sync(
+    conn: &mut SqliteConnection,
+    target_id: &str,
+    max_attempts: i64,
+) -> Result<SyncEvent> {
     let now = now_ms();
-    let target: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = ? AND t.status <> 'removed'"))
-        .bind(target_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+    let target: TargetRef = sqlx::query_as(&format!(
+        "{TARGET_REF_SELECT} WHERE t.id = ? AND t.status <> 'removed'"
+    ))
+    .bind(target_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     let status: String = sqlx::query_scalar("SELECT status FROM connector_target WHERE id = ?")
         .bind(target_id)
         .fetch_one(&mut *conn)
         .await?;
     if status != "active" {
-        return Err(StoreError::Conflict(format!("target is {status}; only active targets can be synced")));
+        return Err(StoreError::Conflict(format!(
+            "target is {status}; only active targets can be synced"
+        )));
     }
-    let ctx = Ctx { delivery_id: "", now, max_attempts };
+    let ctx = Ctx {
+        delivery_id: "",
+        now,
+        max_attempts,
+    };
     let (Enqueued::New(event_id) | Enqueued::Existing(event_id)) =
         enqueue(conn, &ctx, &target, None, Trigger::Manual).await?;
     get_sync_event(conn, &event_id).await

@@ -110,7 +110,10 @@ pub async fn enqueue(
     if inserted == 1 {
         return Ok(Enqueued::New(event_id));
     }
-    sqlx::query("DELETE FROM connector_sync_event WHERE id = ?").bind(&event_id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM connector_sync_event WHERE id = ?")
+        .bind(&event_id)
+        .execute(&mut *conn)
+        .await?;
     let existing: String = sqlx::query_scalar(
         "SELECT sync_event_id FROM sync_job WHERE target_id = ? AND head_sha = ? \
          AND state IN ('available', 'running', 'retryable')",
@@ -123,7 +126,12 @@ pub async fn enqueue(
 }
 
 /// Cancels the target's jobs that have not started (running ones finish).
-pub async fn cancel_pending(conn: &mut SqliteConnection, target_id: &str, status: &str, now: Millis) -> Result<()> {
+pub async fn cancel_pending(
+    conn: &mut SqliteConnection,
+    target_id: &str,
+    status: &str,
+    now: Millis,
+) -> Result<()> {
     finish_pending(conn, target_id, None, status, now).await
 }
 
@@ -136,7 +144,11 @@ async fn finish_pending(
     status: &str,
     now: Millis,
 ) -> Result<()> {
-    let head_filter = if keep_head.is_some() { "AND head_sha IS NOT ?" } else { "AND ? IS NULL" };
+    let head_filter = if keep_head.is_some() {
+        "AND head_sha IS NOT ?"
+    } else {
+        "AND ? IS NULL"
+    };
     let sql = format!(
         "UPDATE sync_job SET state = 'finished', finished_at = ?, lease_owner = NULL \
          WHERE target_id = ? AND state IN ('available', 'retryable') {head_filter} RETURNING sync_event_id"

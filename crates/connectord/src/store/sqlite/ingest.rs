@@ -18,10 +18,18 @@ struct Applied {
 
 impl Applied {
     fn ignored(reason: &str) -> Self {
-        Self { outcome: Outcome::Ignored, reason: Some(reason.into()), sync_event_ids: vec![] }
+        Self {
+            outcome: Outcome::Ignored,
+            reason: Some(reason.into()),
+            sync_event_ids: vec![],
+        }
     }
     fn accepted(sync_event_ids: Vec<String>) -> Self {
-        Self { outcome: Outcome::Accepted, reason: None, sync_event_ids }
+        Self {
+            outcome: Outcome::Accepted,
+            reason: None,
+            sync_event_ids,
+        }
     }
     fn accepted_if(changed: bool, sync_event_ids: Vec<String>) -> Self {
         if changed {
@@ -45,7 +53,8 @@ pub(super) struct TargetRef {
     pub last_synced_sha: Option<String>,
 }
 
-pub(super) const TARGET_REF_SELECT: &str = "SELECT t.id, t.connector_id, c.installation_id, t.repository_id, \
+pub(super) const TARGET_REF_SELECT: &str =
+    "SELECT t.id, t.connector_id, c.installation_id, t.repository_id, \
      t.repository_full_name, t.branch, t.latest_head_sha, t.last_synced_sha \
      FROM connector_target t JOIN connector_instance c ON c.id = t.connector_id";
 
@@ -79,10 +88,11 @@ pub async fn ingest(
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_none() {
-        let ids: String = sqlx::query_scalar("SELECT sync_event_ids FROM webhook_delivery WHERE delivery_id = ?")
-            .bind(&d.id)
-            .fetch_one(&mut *conn)
-            .await?;
+        let ids: String =
+            sqlx::query_scalar("SELECT sync_event_ids FROM webhook_delivery WHERE delivery_id = ?")
+                .bind(&d.id)
+                .fetch_one(&mut *conn)
+                .await?;
         let outcome = IngestOutcome {
             delivery_id: d.id,
             outcome: Outcome::Duplicate,
@@ -92,12 +102,18 @@ pub async fn ingest(
         return Ok((outcome, false));
     }
 
-    let ctx = Ctx { delivery_id: &d.id, now, max_attempts };
+    let ctx = Ctx {
+        delivery_id: &d.id,
+        now,
+        max_attempts,
+    };
     let applied = match plan {
         Plan::Ignore(reason) => Applied::ignored(&reason),
         Plan::Push(p) => apply_push(conn, &ctx, &p).await?,
         Plan::Installation(p) => apply_installation(conn, &ctx, &p).await?,
-        Plan::InstallationRepositories(p) => apply_installation_repositories(conn, &ctx, &p).await?,
+        Plan::InstallationRepositories(p) => {
+            apply_installation_repositories(conn, &ctx, &p).await?
+        }
         Plan::Repository(p) => apply_repository(conn, &p, now).await?,
     };
     let enqueued = applied.outcome == Outcome::Accepted && !applied.sync_event_ids.is_empty();
@@ -159,7 +175,10 @@ async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) ->
     .bind(p.repository_id)
     .bind(&p.repository_full_name)
     .bind(ctx.now)
-    .bind(serde_json::to_string(&targets.iter().map(|t| &t.id).collect::<Vec<_>>()).unwrap_or_default())
+    .bind(
+        serde_json::to_string(&targets.iter().map(|t| &t.id).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    )
     .bind(&p.repository_full_name)
     .execute(&mut *conn)
     .await?;
@@ -196,11 +215,16 @@ async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) ->
             .bind(&t.id)
             .execute(&mut *conn)
             .await?;
-        if t.last_synced_sha.as_deref() == Some(p.after.as_str()) && !has_unfinished_job(conn, &t.id).await? {
+        if t.last_synced_sha.as_deref() == Some(p.after.as_str())
+            && !has_unfinished_job(conn, &t.id).await?
+        {
             reasons.push("already_synced");
             continue;
         }
-        let target = TargetRef { repository_id: Some(p.repository_id), ..t.clone() };
+        let target = TargetRef {
+            repository_id: Some(p.repository_id),
+            ..t.clone()
+        };
         match enqueue(conn, ctx, &target, Some(p.after.as_str()), Trigger::Push).await? {
             Enqueued::New(id) => new_events.push(id),
             Enqueued::Existing(id) => existing_events.push(id),
@@ -217,7 +241,9 @@ async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) ->
             sync_event_ids: existing_events,
         });
     }
-    Ok(Applied::ignored(reasons.first().copied().unwrap_or("untracked_branch")))
+    Ok(Applied::ignored(
+        reasons.first().copied().unwrap_or("untracked_branch"),
+    ))
 }
 
 /// Out-of-order delivery: this push's `before` is not the head we last recorded,
@@ -227,12 +253,13 @@ async fn is_stale(conn: &mut SqliteConnection, t: &TargetRef, p: &PushPlan) -> R
     if t.latest_head_sha.as_deref() == Some(p.before.as_str()) {
         return Ok(false);
     }
-    let moved_away: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM target_push WHERE target_id = ? AND before_sha = ?)")
-            .bind(&t.id)
-            .bind(p.after.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
+    let moved_away: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM target_push WHERE target_id = ? AND before_sha = ?)",
+    )
+    .bind(&t.id)
+    .bind(p.after.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(moved_away)
 }
 
@@ -245,7 +272,13 @@ async fn has_unfinished_job(conn: &mut SqliteConnection, target_id: &str) -> Res
     .await?)
 }
 
-async fn record_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, target_id: &str, before: &str, after: &str) -> Result<()> {
+async fn record_push(
+    conn: &mut SqliteConnection,
+    ctx: &Ctx<'_>,
+    target_id: &str,
+    before: &str,
+    after: &str,
+) -> Result<()> {
     sqlx::query("INSERT INTO target_push (target_id, before_sha, after_sha, delivery_id, received_at) VALUES (?, ?, ?, ?, ?)")
         .bind(target_id)
         .bind(before)
@@ -257,7 +290,11 @@ async fn record_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, target_id: &str
     Ok(())
 }
 
-async fn apply_installation(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &InstallationPlan) -> Result<Applied> {
+async fn apply_installation(
+    conn: &mut SqliteConnection,
+    ctx: &Ctx<'_>,
+    p: &InstallationPlan,
+) -> Result<Applied> {
     let status = match p.action {
         InstallationAction::Deleted => "deleted",
         InstallationAction::Suspend => "suspended",
@@ -289,14 +326,30 @@ async fn apply_installation(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &Inst
     let mut events = vec![];
     match p.action {
         InstallationAction::Deleted => {
-            let ids = set_target_status(conn, &connector_id, "status IN ('active', 'inaccessible')", "inactive", None, ctx.now).await?;
+            let ids = set_target_status(
+                conn,
+                &connector_id,
+                "status IN ('active', 'inaccessible')",
+                "inactive",
+                None,
+                ctx.now,
+            )
+            .await?;
             for id in ids {
                 cancel_pending(conn, &id, "cancelled", ctx.now).await?;
             }
         }
         InstallationAction::Created => {
             // A reinstall resumes tracking what the earlier installation tracked.
-            let ids = set_target_status(conn, &connector_id, "status = 'inactive'", "active", None, ctx.now).await?;
+            let ids = set_target_status(
+                conn,
+                &connector_id,
+                "status = 'inactive'",
+                "active",
+                None,
+                ctx.now,
+            )
+            .await?;
             events = resync(conn, ctx, &ids).await?;
         }
         _ => {}
@@ -362,7 +415,11 @@ fn repo_match_clause(repos: &[RepoRef]) -> String {
         .filter_map(|r| r.full_name.as_ref())
         .map(|n| format!("'{}'", n.to_lowercase().replace('\'', "''")))
         .collect();
-    let names = if names.is_empty() { "NULL".to_owned() } else { names.join(", ") };
+    let names = if names.is_empty() {
+        "NULL".to_owned()
+    } else {
+        names.join(", ")
+    };
     format!(
         "(repository_id IN ({}) OR (repository_id IS NULL AND lower(repository_full_name) IN ({names})))",
         if ids.is_empty() { "NULL".to_owned() } else { ids.join(", ") }
@@ -392,20 +449,29 @@ async fn set_target_status(
         .await?)
 }
 
-async fn resync(conn: &mut SqliteConnection, ctx: &Ctx<'_>, target_ids: &[String]) -> Result<Vec<String>> {
+async fn resync(
+    conn: &mut SqliteConnection,
+    ctx: &Ctx<'_>,
+    target_ids: &[String],
+) -> Result<Vec<String>> {
     let mut events = vec![];
     for id in target_ids {
         let t: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = ?"))
             .bind(id)
             .fetch_one(&mut *conn)
             .await?;
-        let (Enqueued::New(e) | Enqueued::Existing(e)) = enqueue(conn, ctx, &t, None, Trigger::Resync).await?;
+        let (Enqueued::New(e) | Enqueued::Existing(e)) =
+            enqueue(conn, ctx, &t, None, Trigger::Resync).await?;
         events.push(e);
     }
     Ok(events)
 }
 
-async fn apply_repository(conn: &mut SqliteConnection, p: &RepositoryPlan, now: Millis) -> Result<Applied> {
+async fn apply_repository(
+    conn: &mut SqliteConnection,
+    p: &RepositoryPlan,
+    now: Millis,
+) -> Result<Applied> {
     let set = match &p.action {
         RepositoryAction::Moved { .. } => "repository_full_name = ?",
         RepositoryAction::Archived(_) => "archived = ?",
@@ -441,5 +507,8 @@ async fn apply_repository(conn: &mut SqliteConnection, p: &RepositoryPlan, now: 
 
 /// The sync events a delivery caused, for the admin API.
 pub(super) fn parse_ids(row: &sqlx::sqlite::SqliteRow, col: &str) -> Vec<String> {
-    row.try_get::<String, _>(col).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+    row.try_get::<String, _>(col)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
 }

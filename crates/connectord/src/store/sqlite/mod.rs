@@ -14,7 +14,9 @@ use crate::ingress::dispatch::Plan;
 use admin::*;
 use async_trait::async_trait;
 use futures::FutureExt;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use std::path::Path;
 use std::str::FromStr;
@@ -48,8 +50,9 @@ fn ensure_parent_dir(opts: &SqliteConnectOptions) -> Result<()> {
     let path = opts.get_filename();
     if path != Path::new(":memory:") {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
     }
     Ok(())
@@ -60,7 +63,10 @@ pub async fn migrate(url: &str) -> Result<()> {
     let opts = options(url)?.create_if_missing(true);
     ensure_parent_dir(&opts)?;
     let mut conn = SqliteConnection::connect_with(&opts).await?;
-    MIGRATOR.run(&mut conn).await.map_err(|e| StoreError::Internal(e.into()))?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .map_err(|e| StoreError::Internal(e.into()))?;
     conn.close().await?;
     Ok(())
 }
@@ -76,13 +82,20 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(Self { writer: Writer::spawn(write_conn), read, jobs_ready: Arc::new(Notify::new()), max_attempts })
+        Ok(Self {
+            writer: Writer::spawn(write_conn),
+            read,
+            jobs_ready: Arc::new(Notify::new()),
+            max_attempts,
+        })
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, Result<T>>
+            + Send
+            + 'static,
     {
         self.writer.write(f).await
     }
@@ -109,9 +122,11 @@ impl Store for SqliteStore {
 
     async fn ingest(&self, delivery: NewDelivery, plan: Plan) -> Result<IngestOutcome> {
         let max = self.max_attempts;
-        let (outcome, enqueued) =
-            self.write(move |c| ingest::ingest(c, delivery, plan, max).boxed()).await?;
-        if enqueued {
+        let (outcome, enqueued): (IngestOutcome, bool) = self
+            .write(move |c| ingest::ingest(c, delivery, plan, max).boxed())
+            .await?;
+        // Enqueues wake workers; so does an unsuspend, whose held jobs become runnable.
+        if enqueued || outcome.outcome == Outcome::Accepted {
             self.jobs_ready.notify_waiters();
         }
         Ok(outcome)
@@ -127,11 +142,15 @@ impl Store for SqliteStore {
         .ok_or(StoreError::NotFound)?;
         let body: Option<Vec<u8>> = row.try_get("body")?;
         let body = body.ok_or_else(|| {
-            StoreError::Conflict("the body of this delivery is not retained (ignored, or past retention)".into())
+            StoreError::Conflict(
+                "the body of this delivery is not retained (ignored, or past retention)".into(),
+            )
         })?;
         Ok(StoredBody {
             event: row.try_get("event")?,
-            content_type: row.try_get::<Option<String>, _>("content_type")?.unwrap_or_default(),
+            content_type: row
+                .try_get::<Option<String>, _>("content_type")?
+                .unwrap_or_default(),
             body,
             hook_id: row.try_get("hook_id")?,
             hook_installation_target_id: row.try_get("hook_installation_target_id")?,
@@ -139,10 +158,11 @@ impl Store for SqliteStore {
     }
 
     async fn next_replay_id(&self, delivery_id: &str) -> Result<String> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_delivery WHERE replay_of = ?")
-            .bind(delivery_id)
-            .fetch_one(&self.read)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_delivery WHERE replay_of = ?")
+                .bind(delivery_id)
+                .fetch_one(&self.read)
+                .await?;
         Ok(format!("{delivery_id}:replay:{}", n + 1))
     }
 
@@ -160,19 +180,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<ClaimedJob>> {
+    async fn claim_job(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_ms: i64,
+    ) -> Result<Option<ClaimedJob>> {
         let owner = owner.to_owned();
-        self.write(move |c| async move { queue::claim(c, &owner, now, lease_ms).await }.boxed()).await
+        self.write(move |c| async move { queue::claim(c, &owner, now, lease_ms).await }.boxed())
+            .await
     }
 
     async fn heartbeat(&self, job: &ClaimedJob, now: Millis, lease_ms: i64) -> Result<bool> {
         let job = job.clone();
-        self.write(move |c| async move { queue::heartbeat(c, &job, now, lease_ms).await }.boxed()).await
+        self.write(move |c| async move { queue::heartbeat(c, &job, now, lease_ms).await }.boxed())
+            .await
     }
 
     async fn finish_job(&self, job: &ClaimedJob, result: &SyncResult, now: Millis) -> Result<bool> {
         let (job, result) = (job.clone(), result.clone());
-        self.write(move |c| async move { queue::complete(c, &job, &result, now).await }.boxed()).await
+        self.write(move |c| async move { queue::complete(c, &job, &result, now).await }.boxed())
+            .await
     }
 
     async fn retry_job(
@@ -185,7 +213,9 @@ impl Store for SqliteStore {
     ) -> Result<bool> {
         let (job, error) = (job.clone(), error.to_owned());
         let ok = self
-            .write(move |c| async move { queue::retry(c, &job, run_at, &error, consume_attempt).await }.boxed())
+            .write(move |c| {
+                async move { queue::retry(c, &job, run_at, &error, consume_attempt).await }.boxed()
+            })
             .await?;
         // The target is free again; a job queued behind it may now run.
         self.jobs_ready.notify_waiters();
@@ -194,18 +224,23 @@ impl Store for SqliteStore {
 
     async fn fail_job(&self, job: &ClaimedJob, error: &str, now: Millis) -> Result<bool> {
         let (job, error) = (job.clone(), error.to_owned());
-        let ok = self.write(move |c| async move { queue::fail(c, &job, &error, now).await }.boxed()).await?;
+        let ok = self
+            .write(move |c| async move { queue::fail(c, &job, &error, now).await }.boxed())
+            .await?;
         self.jobs_ready.notify_waiters();
         Ok(ok)
     }
 
     async fn release_job(&self, job: &ClaimedJob) -> Result<bool> {
         let job = job.clone();
-        self.write(move |c| async move { queue::release(c, &job).await }.boxed()).await
+        self.write(move |c| async move { queue::release(c, &job).await }.boxed())
+            .await
     }
 
     async fn rescue_expired_leases(&self, now: Millis) -> Result<u64> {
-        let n = self.write(move |c| async move { queue::rescue(c, now).await }.boxed()).await?;
+        let n = self
+            .write(move |c| async move { queue::rescue(c, now).await }.boxed())
+            .await?;
         if n > 0 {
             self.jobs_ready.notify_waiters();
         }
@@ -213,14 +248,18 @@ impl Store for SqliteStore {
     }
 
     async fn sync_event_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT status, count(*) AS n FROM connector_sync_event GROUP BY status")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
+        let rows =
+            sqlx::query("SELECT status, count(*) AS n FROM connector_sync_event GROUP BY status")
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
     }
 
     async fn create_connector(&self, installation_id: i64) -> Result<(ConnectorInstance, bool)> {
-        self.write(move |c| create_connector(c, installation_id).boxed()).await
+        self.write(move |c| create_connector(c, installation_id).boxed())
+            .await
     }
 
     async fn list_connectors(&self, p: &Page) -> Result<Listing<ConnectorInstance>> {
@@ -229,7 +268,10 @@ impl Store for SqliteStore {
             .bind(limit_plus_one(p))
             .fetch_all(&self.read)
             .await?;
-        let items = rows.iter().map(connector_from_row).collect::<Result<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(connector_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(page(items, p.limit, |c| c.id.clone()))
     }
 
@@ -242,10 +284,17 @@ impl Store for SqliteStore {
         connector_from_row(&row)
     }
 
-    async fn create_target(&self, connector_id: &str, target: NewTarget) -> Result<(Target, SyncEvent)> {
+    async fn create_target(
+        &self,
+        connector_id: &str,
+        target: NewTarget,
+    ) -> Result<(Target, SyncEvent)> {
         let (connector_id, max) = (connector_id.to_owned(), self.max_attempts);
-        let created =
-            self.write(move |c| async move { create_target(c, &connector_id, target, max).await }.boxed()).await?;
+        let created = self
+            .write(move |c| {
+                async move { create_target(c, &connector_id, target, max).await }.boxed()
+            })
+            .await?;
         self.jobs_ready.notify_waiters();
         Ok(created)
     }
@@ -261,7 +310,10 @@ impl Store for SqliteStore {
         .bind(limit_plus_one(p))
         .fetch_all(&self.read)
         .await?;
-        let items = rows.iter().map(target_from_row).collect::<Result<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(target_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(page(items, p.limit, |t| t.id.clone()))
     }
 
@@ -271,12 +323,15 @@ impl Store for SqliteStore {
 
     async fn delete_target(&self, id: &str) -> Result<()> {
         let id = id.to_owned();
-        self.write(move |c| async move { delete_target(c, &id).await }.boxed()).await
+        self.write(move |c| async move { delete_target(c, &id).await }.boxed())
+            .await
     }
 
     async fn request_sync(&self, target_id: &str) -> Result<SyncEvent> {
         let (id, max) = (target_id.to_owned(), self.max_attempts);
-        let event = self.write(move |c| async move { request_sync(c, &id, max).await }.boxed()).await?;
+        let event = self
+            .write(move |c| async move { request_sync(c, &id, max).await }.boxed())
+            .await?;
         self.jobs_ready.notify_waiters();
         Ok(event)
     }
@@ -292,7 +347,10 @@ impl Store for SqliteStore {
         .bind(limit_plus_one(p))
         .fetch_all(&self.read)
         .await?;
-        let items = rows.iter().map(sync_event_from_row).collect::<Result<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(sync_event_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(page(items, p.limit, |e| e.id.clone()))
     }
 
@@ -303,7 +361,10 @@ impl Store for SqliteStore {
     async fn list_deliveries(&self, p: &Page) -> Result<Listing<Delivery>> {
         // Deliveries page by arrival order (`seq`); GitHub's GUIDs do not sort by time.
         let cursor = match &p.cursor {
-            Some(c) => Some(c.parse::<i64>().map_err(|_| StoreError::Conflict("invalid cursor".into()))?),
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .map_err(|_| StoreError::Conflict("invalid cursor".into()))?,
+            ),
             None => None,
         };
         let rows = sqlx::query(&format!(
@@ -321,17 +382,21 @@ impl Store for SqliteStore {
         }
         let mut listing = page(items, p.limit, |_| String::new());
         if listing.next_cursor.is_some() {
-            listing.next_cursor = seqs.get(listing.items.len().saturating_sub(1)).map(|s| s.to_string());
+            listing.next_cursor = seqs
+                .get(listing.items.len().saturating_sub(1))
+                .map(|s| s.to_string());
         }
         Ok(listing)
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Delivery> {
-        let row = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM webhook_delivery WHERE delivery_id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_delivery WHERE delivery_id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         delivery_from_row(&row)
     }
 }

@@ -8,7 +8,12 @@ use sqlx::{Row, SqliteConnection};
 
 const FENCE: &str = "id = ? AND attempt = ? AND state = 'running'";
 
-pub async fn claim(conn: &mut SqliteConnection, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<ClaimedJob>> {
+pub async fn claim(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    now: Millis,
+    lease_ms: i64,
+) -> Result<Option<ClaimedJob>> {
     // Runnable: due, its installation active, its target tracked, and no other
     // job of the same target running (the unique index backs this up).
     let row = sqlx::query(
@@ -59,19 +64,31 @@ pub async fn claim(conn: &mut SqliteConnection, owner: &str, now: Millis, lease_
     }))
 }
 
-pub async fn heartbeat(conn: &mut SqliteConnection, job: &ClaimedJob, now: Millis, lease_ms: i64) -> Result<bool> {
-    let n = sqlx::query(&format!("UPDATE sync_job SET lease_expires_at = ? WHERE {FENCE}"))
-        .bind(now + lease_ms)
-        .bind(&job.job_id)
-        .bind(job.attempt)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+pub async fn heartbeat(
+    conn: &mut SqliteConnection,
+    job: &ClaimedJob,
+    now: Millis,
+    lease_ms: i64,
+) -> Result<bool> {
+    let n = sqlx::query(&format!(
+        "UPDATE sync_job SET lease_expires_at = ? WHERE {FENCE}"
+    ))
+    .bind(now + lease_ms)
+    .bind(&job.job_id)
+    .bind(job.attempt)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     Ok(n == 1)
 }
 
 /// Marks the job finished (fenced); returns false if the lease was lost.
-async fn finish(conn: &mut SqliteConnection, job: &ClaimedJob, error: Option<&str>, now: Millis) -> Result<bool> {
+async fn finish(
+    conn: &mut SqliteConnection,
+    job: &ClaimedJob,
+    error: Option<&str>,
+    now: Millis,
+) -> Result<bool> {
     let n = sqlx::query(&format!(
         "UPDATE sync_job SET state = 'finished', finished_at = ?, lease_owner = NULL, last_error = coalesce(?, last_error) \
          WHERE {FENCE}"
@@ -86,11 +103,20 @@ async fn finish(conn: &mut SqliteConnection, job: &ClaimedJob, error: Option<&st
     Ok(n == 1)
 }
 
-pub async fn complete(conn: &mut SqliteConnection, job: &ClaimedJob, result: &SyncResult, now: Millis) -> Result<bool> {
+pub async fn complete(
+    conn: &mut SqliteConnection,
+    job: &ClaimedJob,
+    result: &SyncResult,
+    now: Millis,
+) -> Result<bool> {
     if !finish(conn, job, None, now).await? {
         return Ok(false);
     }
-    let status = if result.failures.is_empty() { "completed" } else { "partial" };
+    let status = if result.failures.is_empty() {
+        "completed"
+    } else {
+        "partial"
+    };
     let head = result.head_sha.clone().or_else(|| job.job.head_sha.clone());
     sqlx::query(
         "UPDATE connector_sync_event SET status = ?, head_sha = coalesce(?, head_sha), created_count = ?, \
@@ -121,15 +147,33 @@ pub async fn complete(conn: &mut SqliteConnection, job: &ClaimedJob, result: &Sy
     Ok(true)
 }
 
-pub async fn fail(conn: &mut SqliteConnection, job: &ClaimedJob, error: &str, now: Millis) -> Result<bool> {
+pub async fn fail(
+    conn: &mut SqliteConnection,
+    job: &ClaimedJob,
+    error: &str,
+    now: Millis,
+) -> Result<bool> {
     if !finish(conn, job, Some(error), now).await? {
         return Ok(false);
     }
-    fail_event(conn, &job.job.connector_sync_event_id, &job.job.connector_target_id, error, now).await?;
+    fail_event(
+        conn,
+        &job.job.connector_sync_event_id,
+        &job.job.connector_target_id,
+        error,
+        now,
+    )
+    .await?;
     Ok(true)
 }
 
-async fn fail_event(conn: &mut SqliteConnection, event_id: &str, target_id: &str, error: &str, now: Millis) -> Result<()> {
+async fn fail_event(
+    conn: &mut SqliteConnection,
+    event_id: &str,
+    target_id: &str,
+    error: &str,
+    now: Millis,
+) -> Result<()> {
     sqlx::query(
         "UPDATE connector_sync_event SET status = 'failed', last_error = ?, completed_at = ?, next_attempt_at = NULL \
          WHERE id = ?",

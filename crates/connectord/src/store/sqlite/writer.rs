@@ -9,8 +9,8 @@
 
 use super::super::{Result, StoreError};
 use futures::{future::BoxFuture, FutureExt};
-use std::panic::AssertUnwindSafe;
 use sqlx::{Connection, SqliteConnection};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,7 +66,8 @@ impl Writer {
             .await
             .map_err(|_| StoreError::Unavailable("the SQLite writer stopped mid-write".into()))??;
         let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        value.ok_or_else(|| StoreError::Internal(anyhow::anyhow!("write committed without a value")))
+        value
+            .ok_or_else(|| StoreError::Internal(anyhow::anyhow!("write committed without a value")))
     }
 }
 
@@ -91,7 +92,9 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
         tracing::error!(error = %e, "cannot begin a write transaction");
         for unit in batch.drain(..) {
-            (unit.reply)(Err(StoreError::Unavailable(format!("cannot begin a write: {e}"))));
+            (unit.reply)(Err(StoreError::Unavailable(format!(
+                "cannot begin a write: {e}"
+            ))));
         }
         return;
     }
@@ -112,7 +115,11 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
         let result = AssertUnwindSafe((unit.work)(conn))
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(StoreError::Internal(anyhow::anyhow!("a write unit panicked"))));
+            .unwrap_or_else(|_| {
+                Err(StoreError::Internal(anyhow::anyhow!(
+                    "a write unit panicked"
+                )))
+            });
         match result {
             Ok(()) => match exec(conn, "RELEASE unit").await {
                 Ok(()) => pending.push(unit.reply),
@@ -139,7 +146,9 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
             tracing::error!(error = %why, "write transaction failed; nothing in it was acknowledged");
             let _ = exec(conn, "ROLLBACK").await;
             for reply in pending {
-                reply(Err(StoreError::Unavailable(format!("commit failed: {why}"))));
+                reply(Err(StoreError::Unavailable(format!(
+                    "commit failed: {why}"
+                ))));
             }
         }
     }
