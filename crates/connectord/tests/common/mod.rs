@@ -25,7 +25,7 @@ pub const SECRET: &str = "test-webhook-secret";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub fn sha(c: char) -> String {
-    std::iter::repeat(c).take(40).collect()
+    std::iter::repeat_n(c, 40).collect()
 }
 
 pub struct TestApp {
