@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(
     name = "connectord",
     version,
@@ -20,7 +20,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum Command {
     /// Run the webhook ingress, the admin API and the sync workers.
     Serve(ServeArgs),
@@ -42,7 +42,7 @@ pub enum Command {
     Deliver(DeliverArgs),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct AdminArgs {
     /// Base URL of the admin API.
     #[arg(
@@ -69,7 +69,7 @@ pub struct AdminArgs {
     pub data_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct PageArgs {
     #[arg(long)]
     pub limit: Option<i64>,
@@ -77,7 +77,7 @@ pub struct PageArgs {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum ConnectorsCmd {
     Add {
         #[arg(long)]
@@ -98,7 +98,7 @@ pub enum ConnectorsCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum TargetsCmd {
     Add {
         #[arg(long)]
@@ -141,7 +141,7 @@ pub enum TargetsCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum SyncEventsCmd {
     List {
         #[arg(long)]
@@ -160,7 +160,7 @@ pub enum SyncEventsCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum DeliveriesCmd {
     List {
         #[command(flatten)]
@@ -180,7 +180,7 @@ pub enum DeliveriesCmd {
     },
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DeliverArgs {
     /// The `X-GitHub-Event` to send, e.g. `push`.
     #[arg(long)]
@@ -406,7 +406,8 @@ pub async fn run_admin(cmd: Command) -> anyhow::Result<()> {
                 None,
             ),
         },
-        other => bail!("not an admin command: {other:?}"),
+        // Never format the command: `serve` and `deliver` arguments hold secrets.
+        _ => bail!("not an admin command"),
     };
     let client = AdminClient::new(&admin)?;
     let value = client.call(method, &path, &query, body).await?;

@@ -7,7 +7,8 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Args)]
+// No `Debug`: it holds secrets.
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     /// Address of the public listener (webhook, health, metrics; and the admin API unless --admin-listen is set).
     #[arg(long, env = "CONNECTORD_LISTEN", default_value = "127.0.0.1:8080")]
@@ -90,6 +91,8 @@ impl ServeArgs {
     /// Resolves secrets (generating them on first start) and prints where they
     /// are kept, never their values.
     pub fn into_settings(self) -> anyhow::Result<Settings> {
+        // Refuse a database we cannot open before writing secrets anywhere.
+        crate::startup::check_database_url(&self.store.database_url())?;
         let dir = &self.store.data_dir;
         let (webhook_secret, ws) =
             secrets::resolve(self.webhook_secret, dir, secrets::WEBHOOK_SECRET_FILE)?;
@@ -97,12 +100,12 @@ impl ServeArgs {
         announce(
             ws,
             &secrets::path_in(dir, secrets::WEBHOOK_SECRET_FILE),
-            "webhook secret",
+            "a webhook secret",
         );
         announce(
             at,
             &secrets::path_in(dir, secrets::ADMIN_TOKEN_FILE),
-            "admin token",
+            "an admin token",
         );
         if ws == Source::Generated {
             eprintln!(
@@ -138,9 +141,9 @@ impl ServeArgs {
 fn announce(source: Source, path: &std::path::Path, what: &str) {
     match source {
         Source::Configured => {}
-        Source::Stored => eprintln!("connectord: using the {what} stored in {}", path.display()),
+        Source::Stored => eprintln!("connectord: using {what} stored in {}", path.display()),
         Source::Generated => eprintln!(
-            "connectord: generated a {what} and stored it in {} (mode 0600)",
+            "connectord: generated {what} and stored it in {} (mode 0600)",
             path.display()
         ),
     }

@@ -58,6 +58,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound("not found".into()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Invalid(m) => ApiError::BadRequest(m),
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Internal(e) => ApiError::Internal(e),
         }

@@ -48,6 +48,15 @@ impl Application {
         reconciler: Option<Arc<dyn Reconciler>>,
     ) -> anyhow::Result<Self> {
         let store = open_store(&settings.database_url, settings.worker.retry.max_attempts).await?;
+        Self::build_with_store(settings, store, reconciler).await
+    }
+
+    /// As [`build`](Self::build), on a store the caller opened (benchmarks).
+    pub async fn build_with_store(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        reconciler: Option<Arc<dyn Reconciler>>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -177,15 +186,23 @@ impl Application {
     }
 }
 
-pub async fn open_store(database_url: &str, max_attempts: i64) -> anyhow::Result<Arc<dyn Store>> {
+/// The URL schemes this build can open.
+pub fn check_database_url(database_url: &str) -> anyhow::Result<()> {
     if database_url.starts_with("sqlite:") {
-        let store = SqliteStore::connect(database_url, max_attempts)
-            .await
-            .with_context(|| format!("cannot open the SQLite store {database_url}"))?;
-        Ok(Arc::new(store))
+        Ok(())
     } else {
-        anyhow::bail!("unsupported --database-url `{database_url}`: use sqlite://PATH (PostgreSQL support is planned)")
+        anyhow::bail!(
+            "unsupported --database-url `{database_url}`: use sqlite://PATH (PostgreSQL support is planned)"
+        )
     }
+}
+
+pub async fn open_store(database_url: &str, max_attempts: i64) -> anyhow::Result<Arc<dyn Store>> {
+    check_database_url(database_url)?;
+    let store = SqliteStore::connect(database_url, max_attempts)
+        .await
+        .with_context(|| format!("cannot open the SQLite store {database_url}"))?;
+    Ok(Arc::new(store))
 }
 
 async fn serve(

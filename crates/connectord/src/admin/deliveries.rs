@@ -54,15 +54,15 @@ pub async fn replay_delivery(
         .delivery_body(&id)
         .await
         .or_not_found("delivery")?;
-    let replay_id = app.store.next_replay_id(&id).await?;
     let delivery = VerifiedDelivery {
         event: Some(&stored.event),
-        delivery_id: Some(&replay_id),
+        // The store numbers the replay (`<id>:replay:<n>`) inside its write.
+        delivery_id: Some(&id),
         content_type: Some(&stored.content_type),
         hook_id: stored.hook_id,
         hook_installation_target_id: stored.hook_installation_target_id,
         body: stored.body.into(),
-        replay_of: Some(id),
+        replay_of: Some(id.clone()),
     };
     match process(&app, delivery).await {
         Ok(outcome) => Ok(respond(outcome)),

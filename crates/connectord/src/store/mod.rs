@@ -17,6 +17,9 @@ pub enum StoreError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    /// The request named something malformed (a cursor, say): callers answer 400.
+    #[error("{0}")]
+    Invalid(String),
     /// The store could not commit (locked, disk full, gone): callers answer 503.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -72,10 +75,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records the delivery and applies its plan in one transaction. A delivery
     /// id already recorded yields [`Outcome::Duplicate`] and changes nothing.
+    /// A replay (`replay_of` set) is recorded as `<original>:replay:<n>`.
     async fn ingest(&self, delivery: NewDelivery, plan: Plan) -> Result<IngestOutcome>;
     async fn delivery_body(&self, delivery_id: &str) -> Result<StoredBody>;
-    /// The next free replay id for a delivery (`<id>:replay:<n>`).
-    async fn next_replay_id(&self, delivery_id: &str) -> Result<String>;
     /// Drops retained bodies of deliveries received before `before`.
     async fn prune_delivery_bodies(&self, before: Millis) -> Result<u64>;
 

@@ -60,11 +60,20 @@ pub(super) const TARGET_REF_SELECT: &str =
 
 pub async fn ingest(
     conn: &mut SqliteConnection,
-    d: NewDelivery,
+    mut d: NewDelivery,
     plan: Plan,
     max_attempts: i64,
 ) -> Result<(IngestOutcome, bool)> {
     let now = now_ms();
+    if let Some(original) = &d.replay_of {
+        // Numbered here, inside the write, so concurrent replays never share an id.
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_delivery WHERE replay_of = ?")
+                .bind(original)
+                .fetch_one(&mut *conn)
+                .await?;
+        d.id = format!("{original}:replay:{}", n + 1);
+    }
     let inserted = sqlx::query(
         "INSERT INTO webhook_delivery (delivery_id, event, action, installation_id, repository_id, \
          repository_full_name, ref, head_sha, hook_id, hook_installation_target_id, outcome, \
@@ -167,21 +176,18 @@ async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) ->
         return Ok(Applied::ignored("untracked_repository"));
     }
     // Learn the stable id of targets added by name, and follow renames we missed.
+    let ids = serde_json::to_string(&targets.iter().map(|t| &t.id).collect::<Vec<_>>())
+        .unwrap_or_default();
     sqlx::query(
-        "UPDATE connector_target SET repository_id = ?, repository_full_name = ?, updated_at = ? \
-         WHERE id IN (SELECT value FROM json_each(?)) \
-         AND (repository_id IS NULL OR repository_full_name <> ?)",
+        "UPDATE connector_target SET repository_id = ?, updated_at = ? \
+         WHERE id IN (SELECT value FROM json_each(?)) AND repository_id IS NULL",
     )
     .bind(p.repository_id)
-    .bind(&p.repository_full_name)
     .bind(ctx.now)
-    .bind(
-        serde_json::to_string(&targets.iter().map(|t| &t.id).collect::<Vec<_>>())
-            .unwrap_or_default(),
-    )
-    .bind(&p.repository_full_name)
+    .bind(&ids)
     .execute(&mut *conn)
     .await?;
+    rename_targets(conn, &ids, &p.repository_full_name, ctx.now).await?;
 
     let on_branch: Vec<&TargetRef> = targets.iter().filter(|t| t.branch == p.branch).collect();
     if on_branch.is_empty() {
@@ -209,7 +215,11 @@ async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) ->
             continue;
         }
         record_push(conn, ctx, &t.id, p.before.as_str(), p.after.as_str()).await?;
-        sqlx::query("UPDATE connector_target SET latest_head_sha = ?, updated_at = ? WHERE id = ?")
+        // A push that (re)creates the branch clears the `branch_deleted` flag.
+        sqlx::query(
+            "UPDATE connector_target SET latest_head_sha = ?, updated_at = ?, \
+             health = CASE health WHEN 'branch_deleted' THEN 'pending' ELSE health END WHERE id = ?",
+        )
             .bind(p.after.as_str())
             .bind(ctx.now)
             .bind(&t.id)
@@ -472,37 +482,71 @@ async fn apply_repository(
     p: &RepositoryPlan,
     now: Millis,
 ) -> Result<Applied> {
-    let set = match &p.action {
-        RepositoryAction::Moved { .. } => "repository_full_name = ?",
-        RepositoryAction::Archived(_) => "archived = ?",
-        // The bound NULL keeps one statement shape for every action.
-        RepositoryAction::Deleted => "status = 'deleted', archived = coalesce(?, archived)",
-    };
-    let sql = format!(
-        "UPDATE connector_target SET {set}, updated_at = ? \
-         WHERE repository_id = ? AND status NOT IN ('removed', 'deleted') \
-         AND (? IS NULL OR connector_id IN (SELECT id FROM connector_instance WHERE installation_id = ?)) \
-         RETURNING id"
-    );
-    let q = sqlx::query_scalar::<_, String>(&sql);
-    let q = match &p.action {
-        RepositoryAction::Moved { full_name } => q.bind(full_name.clone()),
-        RepositoryAction::Archived(a) => q.bind(i64::from(*a)),
-        RepositoryAction::Deleted => q.bind(None::<i64>),
-    };
-    let ids = q
-        .bind(now)
-        .bind(p.repository_id)
-        .bind(p.installation_id)
-        .bind(p.installation_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    if matches!(p.action, RepositoryAction::Deleted) {
-        for id in &ids {
-            cancel_pending(conn, id, "cancelled", now).await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM connector_target WHERE repository_id = ? AND status NOT IN ('removed', 'deleted') \
+         AND (?2 IS NULL OR connector_id IN (SELECT id FROM connector_instance WHERE installation_id = ?2))",
+    )
+    .bind(p.repository_id)
+    .bind(p.installation_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok(Applied::ignored("no_matching_targets"));
+    }
+    let ids_json = serde_json::to_string(&ids).unwrap_or_default();
+    match &p.action {
+        RepositoryAction::Moved { full_name } => {
+            rename_targets(conn, &ids_json, full_name, now).await?;
+        }
+        RepositoryAction::Archived(archived) => {
+            sqlx::query(
+                "UPDATE connector_target SET archived = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(archived)
+            .bind(now)
+            .bind(&ids_json)
+            .execute(&mut *conn)
+            .await?;
+        }
+        RepositoryAction::Deleted => {
+            sqlx::query(
+                "UPDATE connector_target SET status = 'deleted', updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(now)
+            .bind(&ids_json)
+            .execute(&mut *conn)
+            .await?;
+            for id in &ids {
+                cancel_pending(conn, id, "cancelled", now).await?;
+            }
         }
     }
-    Ok(Applied::accepted_if(!ids.is_empty(), vec![]))
+    Ok(Applied::accepted(vec![]))
+}
+
+/// Gives the targets (a JSON array of ids) the repository's current name.
+/// A target whose new name would collide with another target of the same
+/// connector, branch and prefix (one added by that name) keeps its old name:
+/// it is matched by repository id anyway, and the delivery must still commit.
+async fn rename_targets(
+    conn: &mut SqliteConnection,
+    ids_json: &str,
+    full_name: &str,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE connector_target AS t SET repository_full_name = ?1, updated_at = ?2 \
+         WHERE t.id IN (SELECT value FROM json_each(?3)) AND t.repository_full_name <> ?1 \
+         AND NOT EXISTS (SELECT 1 FROM connector_target o WHERE o.id <> t.id AND o.status <> 'removed' \
+             AND o.connector_id = t.connector_id AND lower(o.repository_full_name) = lower(?1) \
+             AND o.branch = t.branch AND o.path_prefix = t.path_prefix)",
+    )
+    .bind(full_name)
+    .bind(now)
+    .bind(ids_json)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The sync events a delivery caused, for the admin API.

@@ -74,6 +74,16 @@ pub async fn migrate(url: &str) -> Result<()> {
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database at `url`.
     pub async fn connect(url: &str, max_attempts: i64) -> Result<Self> {
+        Self::connect_with_batch(url, max_attempts, writer::MAX_BATCH).await
+    }
+
+    /// As [`connect`](Self::connect), with the group-commit batch size chosen
+    /// (the ingress benchmark compares 1 against the default).
+    pub async fn connect_with_batch(
+        url: &str,
+        max_attempts: i64,
+        max_batch: usize,
+    ) -> Result<Self> {
         migrate(url).await?;
         let opts = options(url)?;
         let write_conn = SqliteConnection::connect_with(&opts).await?;
@@ -83,7 +93,7 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await?;
         Ok(Self {
-            writer: Writer::spawn(write_conn),
+            writer: Writer::spawn(write_conn, max_batch),
             read,
             jobs_ready: Arc::new(Notify::new()),
             max_attempts,
@@ -155,15 +165,6 @@ impl Store for SqliteStore {
             hook_id: row.try_get("hook_id")?,
             hook_installation_target_id: row.try_get("hook_installation_target_id")?,
         })
-    }
-
-    async fn next_replay_id(&self, delivery_id: &str) -> Result<String> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM webhook_delivery WHERE replay_of = ?")
-                .bind(delivery_id)
-                .fetch_one(&self.read)
-                .await?;
-        Ok(format!("{delivery_id}:replay:{}", n + 1))
     }
 
     async fn prune_delivery_bodies(&self, before: Millis) -> Result<u64> {
@@ -363,7 +364,7 @@ impl Store for SqliteStore {
         let cursor = match &p.cursor {
             Some(c) => Some(
                 c.parse::<i64>()
-                    .map_err(|_| StoreError::Conflict("invalid cursor".into()))?,
+                    .map_err(|_| StoreError::Invalid("invalid cursor".into()))?,
             ),
             None => None,
         };

@@ -14,9 +14,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
-/// Upper bound on units per transaction, so one COMMIT never waits on an
-/// unbounded backlog.
-const MAX_BATCH: usize = 256;
+/// Default upper bound on units per transaction, so one COMMIT never waits on
+/// an unbounded backlog.
+pub const MAX_BATCH: usize = 256;
 
 type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<()>> + Send>;
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
@@ -32,9 +32,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(conn: SqliteConnection) -> Self {
-        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(conn, rx));
+    /// `max_batch` 1 turns group commit off (one COMMIT per unit): only the
+    /// ingress benchmark does that, to measure what group commit buys.
+    pub fn spawn(conn: SqliteConnection, max_batch: usize) -> Self {
+        let max_batch = max_batch.max(1);
+        let (tx, rx) = mpsc::channel(4 * max_batch);
+        tokio::spawn(run(conn, rx, max_batch));
         Self { tx }
     }
 
@@ -71,9 +74,9 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Unit>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Unit>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
         commit_batch(&mut conn, &mut batch).await;
     }
     let _ = conn.close().await;
