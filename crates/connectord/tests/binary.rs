@@ -1,0 +1,906 @@
+//! End-to-end tests that drive the real `connectord` binary: `serve` on a free
+//! port with a temporary data directory, and the CLI (`connectors`, `targets`,
+//! `sync-events`, `deliveries`, `deliver`, `migrate`) against it.
+//!
+//! Every wait is bounded, every child is killed when its guard drops (even when
+//! a test panics), and no setting leaks in from the host environment.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_connectord");
+/// How long `serve` may take to answer /healthz (a loaded 2-core machine).
+const STARTUP: Duration = Duration::from_secs(15);
+/// How long one CLI invocation may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn sha(c: char) -> String {
+    std::iter::repeat_n(c, 40).collect()
+}
+
+/// Environment variables a host could set that change what the binary does.
+fn host_vars_to_clear() -> Vec<String> {
+    let mut vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("CONNECTORD_") || k.starts_with("GITHUB_CONNECTOR_"))
+        .collect();
+    for known in [
+        "CONNECTORD_LISTEN",
+        "CONNECTORD_ADMIN_LISTEN",
+        "CONNECTORD_DATA_DIR",
+        "CONNECTORD_DATABASE_URL",
+        "CONNECTORD_WORKERS",
+        "CONNECTORD_MAX_ATTEMPTS",
+        "CONNECTORD_LEASE_SECONDS",
+        "CONNECTORD_DELIVERY_BODY_RETENTION_DAYS",
+        "CONNECTORD_ADMIN_TOKEN",
+        "CONNECTORD_ADMIN_URL",
+        "CONNECTORD_WEBHOOK_URL",
+        "CONNECTORD_LOG_JSON",
+        "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET",
+        "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET_PREVIOUS",
+        "RUST_LOG",
+        "RUST_BACKTRACE",
+        "RUST_LIB_BACKTRACE",
+    ] {
+        vars.push(known.to_owned());
+    }
+    vars
+}
+
+fn std_command(work: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.current_dir(work);
+    for var in host_vars_to_clear() {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn tokio_command(work: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.current_dir(work).kill_on_drop(true);
+    for var in host_vars_to_clear() {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().unwrap().port()
+}
+
+/// The result of one finished CLI run.
+#[derive(Debug)]
+struct Out {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self) -> Self {
+        assert!(
+            self.status.success(),
+            "expected success, got {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// `deliver` prints a status line, then the answer body.
+    fn status_line_and_body(&self) -> (String, Value) {
+        let (line, rest) = self
+            .stdout
+            .split_once('\n')
+            .unwrap_or_else(|| panic!("no status line in:\n{}", self.stdout));
+        let body = serde_json::from_str(rest.trim())
+            .unwrap_or_else(|e| panic!("answer body is not JSON ({e}):\n{}", self.stdout));
+        (line.trim().to_owned(), body)
+    }
+
+    fn assert_no_panic(&self) {
+        for text in [&self.stdout, &self.stderr] {
+            let lower = text.to_lowercase();
+            assert!(
+                !lower.contains("panicked") && !lower.contains("backtrace"),
+                "a panic or a backtrace was printed:\nstdout:\n{}\nstderr:\n{}",
+                self.stdout,
+                self.stderr
+            );
+        }
+    }
+}
+
+/// Runs the binary to completion (bounded) in `work`.
+async fn run(work: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out {
+    let mut cmd = tokio_command(work);
+    cmd.args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn connectord");
+    let output = tokio::time::timeout(CLI_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`connectord {}` did not finish in time", args.join(" ")))
+        .expect("wait for connectord");
+    Out {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+static LOG_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A running `connectord serve`; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `serve` on a free port with the data directory `data`, and waits
+    /// until /healthz answers. Retries with another port if that one was taken
+    /// between choosing it and binding it.
+    async fn start(work: &Path, data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        for _ in 0..3 {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let log = work.join(format!(
+                "serve-{}.log",
+                LOG_SEQ.fetch_add(1, Ordering::SeqCst)
+            ));
+            let mut cmd = std_command(work);
+            cmd.arg("serve")
+                .args(["--listen", &listen])
+                .arg("--data-dir")
+                .arg(data)
+                .args(args)
+                .envs(envs.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(File::create(log.with_extension("out")).unwrap())
+                .stderr(File::create(&log).unwrap());
+            let child = cmd.spawn().expect("spawn connectord serve");
+            let mut server = Server { child, port, log };
+            match server.wait_healthy().await {
+                Ok(()) => return server,
+                Err(log) if log.contains("in use") => continue,
+                Err(log) => panic!("connectord serve did not come up:\n{log}"),
+            }
+        }
+        panic!("could not find a free port for connectord serve");
+    }
+
+    async fn wait_healthy(&mut self) -> Result<(), String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let url = format!("{}/healthz", self.base());
+        let deadline = Instant::now() + STARTUP;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}:\n{}", self.log_text()));
+            }
+            if let Ok(res) = client.get(&url).send().await {
+                if res.status() == StatusCode::OK {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "no answer on /healthz within {STARTUP:?}:\n{}",
+            self.log_text()
+        ))
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn webhook_url(&self) -> String {
+        format!("{}/v1/webhooks/connectors/github", self.base())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`) and waits (bounded) for the process to exit.
+    async fn signal(&mut self, signal: &str, within: Duration) -> ExitStatus {
+        let kill = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "connectord did not exit within {within:?} of SIG{signal}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the process at once (no graceful shutdown) and reaps it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_secret(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn push_payload(
+    installation: i64,
+    repo_id: i64,
+    full_name: &str,
+    before: &str,
+    after: &str,
+) -> Value {
+    json!({
+        "ref": "refs/heads/main",
+        "before": before,
+        "after": after,
+        "created": false,
+        "deleted": false,
+        "forced": false,
+        "base_ref": null,
+        "compare": format!("https://github.com/{full_name}/compare/{}...{}", &before[..12], &after[..12]),
+        "commits": [],
+        "head_commit": {"id": after},
+        "repository": {"id": repo_id, "full_name": full_name, "name": full_name.split('/').nth(1)},
+        "pusher": {"name": "octocat"},
+        "sender": {"login": "octocat"},
+        "installation": {"id": installation},
+    })
+}
+
+/// Posts a signed delivery straight to the webhook (not through the CLI).
+async fn post_signed(
+    url: &str,
+    secret: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+) -> (StatusCode, String) {
+    let res = reqwest::Client::new()
+        .post(url)
+        .timeout(Duration::from_secs(10))
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header(
+            "x-hub-signature-256",
+            connectord::ingress::signature::sign(secret.as_bytes(), body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("post the delivery");
+    let status = res.status();
+    (status, res.text().await.unwrap_or_default())
+}
+
+fn str_arg(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_generates_private_secrets_reuses_them_and_configured_secret_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let secret_path = data.join("webhook-secret");
+    let token_path = data.join("admin-token");
+
+    // First start: nothing configured, nothing stored.
+    let mut first = Server::start(work, &data, &[], &[]).await;
+    let secret = read_secret(&secret_path);
+    let token = read_secret(&token_path);
+    assert!(
+        secret.len() >= 32,
+        "webhook secret too short: {} chars",
+        secret.len()
+    );
+    assert!(
+        token.len() >= 32,
+        "admin token too short: {} chars",
+        token.len()
+    );
+    assert_ne!(secret, token);
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&secret_path), 0o600, "webhook-secret mode");
+        assert_eq!(mode(&token_path), 0o600, "admin-token mode");
+    }
+    let log = first.log_text();
+    assert!(
+        log.contains(str_arg(&secret_path)),
+        "stderr does not name {}:\n{log}",
+        secret_path.display()
+    );
+    assert!(
+        log.contains(str_arg(&token_path)),
+        "stderr does not name {}:\n{log}",
+        token_path.display()
+    );
+    assert!(!log.contains(&secret), "stderr contains the webhook secret");
+    assert!(!log.contains(&token), "stderr contains the admin token");
+    assert!(
+        log.contains("GitHub App") && log.contains("/v1/webhooks/connectors/github"),
+        "stderr does not say how to enter the secret in the GitHub App:\n{log}"
+    );
+    let secret_bytes = std::fs::read(&secret_path).unwrap();
+    let token_bytes = std::fs::read(&token_path).unwrap();
+    first.kill();
+
+    // Second start: the stored values are reused, the files untouched.
+    let second = Server::start(work, &data, &[], &[]).await;
+    assert_eq!(std::fs::read(&secret_path).unwrap(), secret_bytes);
+    assert_eq!(std::fs::read(&token_path).unwrap(), token_bytes);
+    let log = second.log_text();
+    assert!(!log.contains(&secret), "stderr contains the webhook secret");
+    assert!(!log.contains(&token), "stderr contains the admin token");
+    let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
+    let (status, body) = post_signed(&second.webhook_url(), &secret, "ping", "ping-1", ping).await;
+    assert_eq!(status, StatusCode::OK, "stored secret rejected: {body}");
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/admin/connectors", second.base()))
+        .bearer_auth(&token)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "stored admin token rejected");
+    drop(second);
+
+    // Third start: a configured secret wins over the stored one.
+    let configured = "configured-webhook-secret-for-this-test";
+    let third = Server::start(
+        work,
+        &data,
+        &[],
+        &[("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", configured)],
+    )
+    .await;
+    let (status, body) =
+        post_signed(&third.webhook_url(), configured, "ping", "ping-2", ping).await;
+    assert_eq!(status, StatusCode::OK, "configured secret rejected: {body}");
+    let (status, body) = post_signed(&third.webhook_url(), &secret, "ping", "ping-3", ping).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the stored secret must not be accepted when another is configured: {body}"
+    );
+    let log = third.log_text();
+    assert!(
+        !log.contains(configured),
+        "stderr contains the configured secret"
+    );
+    assert!(!log.contains(&token), "stderr contains the admin token");
+    // The stored file is not overwritten by the configured value.
+    assert_eq!(std::fs::read(&secret_path).unwrap(), secret_bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_flow_through_the_binary_queues_a_sync_with_head_and_delivery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let server = Server::start(work, &data, &[], &[]).await;
+    let admin_url = server.base();
+    let admin = ["--admin-url", &admin_url, "--data-dir", str_arg(&data)];
+    let cli = |args: Vec<&str>| {
+        let mut all = args;
+        all.extend_from_slice(&admin);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run_cli = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(work, &refs, &[]).await
+    };
+
+    let connector = run_cli(cli(vec!["connectors", "add", "--installation-id", "42"]))
+        .await
+        .ok()
+        .json();
+    let connector_id = connector["id"].as_str().expect("connector id").to_owned();
+    assert_eq!(connector["installationId"], 42, "{connector}");
+
+    let target = run_cli(cli(vec![
+        "targets",
+        "add",
+        "--connector",
+        &connector_id,
+        "--repo",
+        "octo/docs",
+        "--repository-id",
+        "99",
+        "--branch",
+        "main",
+    ]))
+    .await
+    .ok()
+    .json();
+    let target_id = target["id"].as_str().expect("target id").to_owned();
+    assert_eq!(target["repositoryFullName"], "octo/docs", "{target}");
+
+    // A push to the tracked branch, signed with the stored secret by the CLI.
+    let (a, b, c) = (sha('a'), sha('b'), sha('c'));
+    let payload_path = work.join("push.json");
+    std::fs::write(
+        &payload_path,
+        serde_json::to_vec_pretty(&push_payload(42, 99, "octo/docs", &a, &b)).unwrap(),
+    )
+    .unwrap();
+    let webhook = server.webhook_url();
+    let deliver = run(
+        work,
+        &[
+            "deliver",
+            "--event",
+            "push",
+            "--payload",
+            str_arg(&payload_path),
+            "--url",
+            &webhook,
+            "--data-dir",
+            str_arg(&data),
+            "--delivery-id",
+            "readme-push-1",
+        ],
+        &[],
+    )
+    .await
+    .ok();
+    let (line, answer) = deliver.status_line_and_body();
+    assert_eq!(line, "202 Accepted", "{}", deliver.stdout);
+    assert_eq!(answer["outcome"], "accepted", "{answer}");
+    assert_eq!(answer["deliveryId"], "readme-push-1", "{answer}");
+    let event_id = answer["syncEventIds"][0]
+        .as_str()
+        .expect("a sync event id")
+        .to_owned();
+
+    let events = run_cli(cli(vec!["sync-events", "list", "--target", &target_id]))
+        .await
+        .ok()
+        .json();
+    let items = events["items"].as_array().expect("items");
+    let event = items
+        .iter()
+        .find(|e| e["deliveryId"] == "readme-push-1")
+        .unwrap_or_else(|| panic!("no sync event for the delivery in {events}"));
+    assert_eq!(event["id"], event_id.as_str(), "{event}");
+    assert_eq!(event["status"], "queued", "{event}");
+    assert_eq!(event["headSha"], b.as_str(), "{event}");
+    assert_eq!(event["connectorTargetId"], target_id.as_str(), "{event}");
+    assert!(
+        items
+            .iter()
+            .all(|e| e["connectorTargetId"] == target_id.as_str()),
+        "list filtered by target shows another target's event: {events}"
+    );
+
+    // The delivery is recorded with what it caused.
+    let delivery = run_cli(cli(vec!["deliveries", "get", "readme-push-1"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(delivery["id"], "readme-push-1", "{delivery}");
+    assert_eq!(delivery["event"], "push", "{delivery}");
+    assert_eq!(delivery["outcome"], "accepted", "{delivery}");
+    assert_eq!(delivery["headSha"], b.as_str(), "{delivery}");
+    assert_eq!(delivery["syncEventIds"], json!([event_id]), "{delivery}");
+
+    // GitHub's other content type: the JSON in the `payload` form field.
+    std::fs::write(
+        &payload_path,
+        serde_json::to_vec(&push_payload(42, 99, "octo/docs", &b, &c)).unwrap(),
+    )
+    .unwrap();
+    let deliver = run(
+        work,
+        &[
+            "deliver",
+            "--event",
+            "push",
+            "--payload",
+            str_arg(&payload_path),
+            "--url",
+            &webhook,
+            "--data-dir",
+            str_arg(&data),
+            "--delivery-id",
+            "readme-push-form",
+            "--form",
+        ],
+        &[],
+    )
+    .await
+    .ok();
+    let (line, answer) = deliver.status_line_and_body();
+    assert_eq!(line, "202 Accepted", "{}", deliver.stdout);
+    assert_eq!(answer["outcome"], "accepted", "{answer}");
+    let form_event_id = answer["syncEventIds"][0]
+        .as_str()
+        .expect("a sync event id")
+        .to_owned();
+    let form_event = run_cli(cli(vec!["sync-events", "get", &form_event_id]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(form_event["status"], "queued", "{form_event}");
+    assert_eq!(form_event["headSha"], c.as_str(), "{form_event}");
+    assert_eq!(form_event["deliveryId"], "readme-push-form", "{form_event}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_with_a_wrong_secret_fails_with_401_and_records_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let server = Server::start(work, &data, &[], &[]).await;
+    let payload_path = work.join("push.json");
+    std::fs::write(
+        &payload_path,
+        serde_json::to_vec(&push_payload(42, 99, "octo/docs", &sha('a'), &sha('b'))).unwrap(),
+    )
+    .unwrap();
+    let webhook = server.webhook_url();
+    let out = run(
+        work,
+        &[
+            "deliver",
+            "--event",
+            "push",
+            "--payload",
+            str_arg(&payload_path),
+            "--url",
+            &webhook,
+            "--data-dir",
+            str_arg(&data),
+            "--secret",
+            "not-the-secret",
+            "--delivery-id",
+            "wrong-secret-1",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        !out.status.success(),
+        "deliver succeeded with a wrong secret: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("401") || out.stderr.contains("401"),
+        "no 401 in the output: {out:?}"
+    );
+    out.assert_no_panic();
+
+    // A rejected delivery is never recorded.
+    let admin_url = server.base();
+    let get = run(
+        work,
+        &[
+            "deliveries",
+            "get",
+            "wrong-secret-1",
+            "--admin-url",
+            &admin_url,
+            "--data-dir",
+            str_arg(&data),
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        !get.status.success(),
+        "a rejected delivery was recorded: {get:?}"
+    );
+    assert!(get.stderr.contains("404"), "expected a 404: {get:?}");
+    get.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_against_a_stopped_server_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    // A server that ran and was stopped: its data (and token) are there, its port is not.
+    let mut server = Server::start(work, &data, &[], &[]).await;
+    let admin_url = server.base();
+    let webhook = server.webhook_url();
+    server.kill();
+    // Backtraces enabled: the CLI must still print only a message.
+    let envs = [("RUST_BACKTRACE", "1"), ("RUST_LIB_BACKTRACE", "1")];
+
+    let list = run(
+        work,
+        &[
+            "connectors",
+            "list",
+            "--admin-url",
+            &admin_url,
+            "--data-dir",
+            str_arg(&data),
+        ],
+        &envs,
+    )
+    .await;
+    assert!(
+        !list.status.success(),
+        "succeeded against a stopped server: {list:?}"
+    );
+    assert!(
+        list.stderr.contains("cannot reach the admin API") && list.stderr.contains(&admin_url),
+        "unclear message: {list:?}"
+    );
+    list.assert_no_panic();
+
+    let payload_path = work.join("ping.json");
+    std::fs::write(&payload_path, br#"{"zen":"z"}"#).unwrap();
+    let deliver = run(
+        work,
+        &[
+            "deliver",
+            "--event",
+            "ping",
+            "--payload",
+            str_arg(&payload_path),
+            "--url",
+            &webhook,
+            "--data-dir",
+            str_arg(&data),
+        ],
+        &envs,
+    )
+    .await;
+    assert!(
+        !deliver.status.success(),
+        "succeeded against a stopped server: {deliver:?}"
+    );
+    assert!(
+        deliver.stderr.contains("cannot reach") && deliver.stderr.contains(&webhook),
+        "unclear message: {deliver:?}"
+    );
+    deliver.assert_no_panic();
+
+    // And without any stored token: a message that says how to give one.
+    let empty = work.join("empty");
+    let no_token = run(
+        work,
+        &[
+            "connectors",
+            "list",
+            "--admin-url",
+            &admin_url,
+            "--data-dir",
+            str_arg(&empty),
+        ],
+        &envs,
+    )
+    .await;
+    assert!(!no_token.status.success(), "{no_token:?}");
+    assert!(
+        no_token.stderr.contains("CONNECTORD_ADMIN_TOKEN"),
+        "unclear message: {no_token:?}"
+    );
+    no_token.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_database_and_is_repeatable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let db = work.join("m.db");
+    let url = format!("sqlite://{}", db.display());
+    for round in 1..=2 {
+        let out = run(work, &["migrate", "--database-url", &url], &[]).await;
+        assert!(
+            out.status.success(),
+            "migrate round {round} failed: {out:?}"
+        );
+        out.assert_no_panic();
+        let header = std::fs::read(&db).expect("the database file exists");
+        assert!(
+            header.starts_with(b"SQLite format 3\0"),
+            "not an SQLite database after round {round}"
+        );
+    }
+    // The migrated database serves.
+    let data = work.join("data");
+    let server = Server::start(work, &data, &["--database-url", &url], &[]).await;
+    let res = reqwest::get(format!("{}/readyz", server.base()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_cleanly_and_acknowledged_deliveries_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let mut server = Server::start(work, &data, &[], &[]).await;
+    let token = read_secret(&data.join("admin-token"));
+    let secret = read_secret(&data.join("webhook-secret"));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    let res = client
+        .post(format!("{}/v1/admin/connectors", server.base()))
+        .bearer_auth(&token)
+        .json(&json!({"type": "github", "installationId": 42}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let connector: Value = res.json().await.unwrap();
+    let res = client
+        .post(format!(
+            "{}/v1/admin/connectors/{}/targets",
+            server.base(),
+            connector["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"repositoryFullName": "octo/docs", "repositoryId": 99, "branch": "main"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    let body =
+        serde_json::to_vec(&push_payload(42, 99, "octo/docs", &sha('a'), &sha('b'))).unwrap();
+    let (status, answer) = post_signed(
+        &server.webhook_url(),
+        &secret,
+        "push",
+        "before-sigterm",
+        &body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let event_id = answer["syncEventIds"][0].as_str().unwrap().to_owned();
+
+    // The client keeps its keep-alive connection open, as GitHub's would.
+    let exit = server.signal("TERM", Duration::from_secs(10)).await;
+    assert!(
+        exit.success(),
+        "SIGTERM should end in a clean exit, got {exit}:\n{}",
+        server.log_text()
+    );
+    let log = server.log_text();
+    assert!(
+        !log.to_lowercase().contains("panicked"),
+        "panic during shutdown:\n{log}"
+    );
+    drop(client);
+    drop(server);
+
+    let mut restarted = Server::start(work, &data, &[], &[]).await;
+    let admin_url = restarted.base();
+    let admin = [
+        "--admin-url",
+        admin_url.as_str(),
+        "--data-dir",
+        str_arg(&data),
+    ];
+    let mut args = vec!["deliveries", "get", "before-sigterm"];
+    args.extend_from_slice(&admin);
+    let delivery = run(work, &args, &[]).await.ok().json();
+    assert_eq!(delivery["outcome"], "accepted", "{delivery}");
+    assert_eq!(delivery["syncEventIds"], json!([event_id]), "{delivery}");
+    let mut args = vec!["sync-events", "get", event_id.as_str()];
+    args.extend_from_slice(&admin);
+    let event = run(work, &args, &[]).await.ok().json();
+    assert_eq!(event["status"], "queued", "{event}");
+    assert_eq!(event["headSha"], sha('b'), "{event}");
+    assert_eq!(event["deliveryId"], "before-sigterm", "{event}");
+
+    // Ctrl-C (SIGINT) stops it just as cleanly.
+    let exit = restarted.signal("INT", Duration::from_secs(10)).await;
+    assert!(
+        exit.success(),
+        "SIGINT should end in a clean exit, got {exit}:\n{}",
+        restarted.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_exits_non_zero_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let data = str_arg(&data);
+
+    let postgres = run(
+        work,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--database-url",
+            "postgres://x",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        !postgres.status.success(),
+        "served on postgres://: {postgres:?}"
+    );
+    assert!(
+        postgres.stderr.contains("postgres://"),
+        "the message does not name the URL scheme: {postgres:?}"
+    );
+    postgres.assert_no_panic();
+
+    let listen = run(
+        work,
+        &["serve", "--listen", "not-an-address", "--data-dir", data],
+        &[],
+    )
+    .await;
+    assert!(
+        !listen.status.success(),
+        "served on not-an-address: {listen:?}"
+    );
+    assert!(
+        listen.stderr.contains("not-an-address"),
+        "the message does not name the address: {listen:?}"
+    );
+    listen.assert_no_panic();
+}
