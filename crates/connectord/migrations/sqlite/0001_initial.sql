@@ -117,4 +117,5 @@ CREATE UNIQUE INDEX sync_job_dedupe ON sync_job (target_id, head_sha)
 CREATE UNIQUE INDEX sync_job_one_running ON sync_job (target_id) WHERE state = 'running';
 CREATE INDEX sync_job_ready ON sync_job (run_at, id) WHERE state IN ('available', 'retryable');
 CREATE INDEX sync_job_running ON sync_job (lease_expires_at) WHERE state = 'running';
-CREATE INDEX sync_job_pending_by_target ON sync_job (target_id) WHERE state IN ('available', 'retryable');
+-- Per-target lookups (supersede, cancel, has-unfinished) must not scan the queue.
+CREATE INDEX sync_job_target_state ON sync_job (target_id, state);
