@@ -415,7 +415,19 @@ impl Reconciler for ScriptedReconciler {
     }
 }
 
+/// GitHub's example payloads, from the `shared/` folder beside the checkout
+/// (override with `CONNECTORD_WEBHOOK_EXAMPLES`). Missing is a failure, not a skip.
 pub fn fixtures_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/github/webhooks-examples.json")
+    if let Some(p) = std::env::var_os("CONNECTORD_WEBHOOK_EXAMPLES") {
+        return PathBuf::from(p);
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/github/webhooks-examples.json");
+    assert!(
+        path.exists(),
+        "GitHub's webhook examples are expected at {} (the shared/ folder beside the checkout); \
+         set CONNECTORD_WEBHOOK_EXAMPLES to their path",
+        path.display()
+    );
+    path
 }
