@@ -44,6 +44,7 @@ async fn run(
         admin_token: "bench".into(),
         worker: WorkerSettings::default(),
         delivery_body_retention: Duration::from_secs(86_400),
+        github: None,
     };
     let app = Application::build_with_store(settings, store.clone(), None).await?;
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -38,6 +38,9 @@ pub enum Command {
     /// Inspect and replay recorded deliveries.
     #[command(subcommand)]
     Deliveries(DeliveriesCmd),
+    /// Read a target's synced documents and change feed.
+    #[command(subcommand)]
+    Documents(DocumentsCmd),
     /// Sign a payload as GitHub does and post it to the webhook.
     Deliver(DeliverArgs),
 }
@@ -180,6 +183,40 @@ pub enum DeliveriesCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum DocumentsCmd {
+    List {
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        prefix: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print one document's bytes to standard output.
+    Get {
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        path: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The change feed after a sequence number.
+    Changes {
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long)]
+        limit: Option<i64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
 #[derive(Clone, Args)]
 pub struct DeliverArgs {
     /// The `X-GitHub-Event` to send, e.g. `push`.
@@ -274,6 +311,33 @@ impl AdminClient {
             bail!("{status}: {msg}");
         }
         Ok(value)
+    }
+}
+
+impl AdminClient {
+    /// GETs raw bytes (a document).
+    async fn raw(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let status = res.status();
+        let bytes = res.bytes().await?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            bail!("{status}: {msg}");
+        }
+        Ok(bytes.to_vec())
     }
 }
 
@@ -403,6 +467,54 @@ pub async fn run_admin(cmd: Command) -> anyhow::Result<()> {
                 Method::POST,
                 format!("/v1/admin/deliveries/{id}/replay"),
                 vec![],
+                None,
+            ),
+        },
+        Command::Documents(d) => match d {
+            DocumentsCmd::List {
+                target,
+                prefix,
+                page,
+                admin,
+            } => {
+                let mut q = page_query(&page);
+                q.push(("prefix", prefix));
+                (
+                    admin,
+                    Method::GET,
+                    format!("/v1/admin/targets/{target}/documents"),
+                    q,
+                    None,
+                )
+            }
+            DocumentsCmd::Get {
+                target,
+                path,
+                admin,
+            } => {
+                let client = AdminClient::new(&admin)?;
+                let bytes = client
+                    .raw(&format!(
+                        "/v1/admin/targets/{target}/documents/{}",
+                        path.trim_start_matches('/')
+                    ))
+                    .await?;
+                std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
+                return Ok(());
+            }
+            DocumentsCmd::Changes {
+                target,
+                after,
+                limit,
+                admin,
+            } => (
+                admin,
+                Method::GET,
+                format!("/v1/admin/targets/{target}/changes"),
+                vec![
+                    ("after", Some(after.to_string())),
+                    ("limit", limit.map(|l| l.to_string())),
+                ],
                 None,
             ),
         },

@@ -1,8 +1,10 @@
 //! Settings for `connectord serve`: every one a flag and an environment variable.
 
+use crate::github::GithubAppConfig;
 use crate::queue::{LeasePolicy, RetryPolicy};
 use crate::secrets::{self, Source};
 use crate::sync::worker::WorkerSettings;
+use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,9 +53,59 @@ pub struct ServeArgs {
     /// Bearer token for the admin API. Generated into the data directory if unset.
     #[arg(long, env = "CONNECTORD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub github: GithubArgs,
     /// Log as JSON lines.
     #[arg(long, env = "CONNECTORD_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+}
+
+/// The GitHub App the workers act as. Without an App id and key, workers do
+/// not run and sync jobs stay queued.
+#[derive(Clone, Args)]
+pub struct GithubArgs {
+    #[arg(long, env = "GITHUB_CONNECTOR_APP_ID")]
+    pub github_app_id: Option<i64>,
+    /// The App's private key (PEM text).
+    #[arg(long, env = "GITHUB_CONNECTOR_APP_PRIVATE_KEY", hide_env_values = true)]
+    pub github_app_private_key: Option<String>,
+    /// A file holding the App's private key (PEM).
+    #[arg(long, env = "GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH")]
+    pub github_app_private_key_path: Option<PathBuf>,
+    /// REST API root: `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise Server.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+    /// Above this many files to download in one sync, fetch one tarball instead of blob by blob.
+    #[arg(long, env = "CONNECTORD_TARBALL_THRESHOLD", default_value_t = 64)]
+    pub tarball_threshold: usize,
+}
+
+impl GithubArgs {
+    fn into_config(self) -> anyhow::Result<Option<GithubAppConfig>> {
+        let key = match (
+            self.github_app_private_key,
+            &self.github_app_private_key_path,
+        ) {
+            (Some(pem), _) if !pem.trim().is_empty() => Some(pem),
+            (_, Some(path)) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the GitHub App private key {}", path.display())
+            })?),
+            _ => None,
+        };
+        match (self.github_app_id, key) {
+            (Some(app_id), Some(private_key_pem)) => Ok(Some(GithubAppConfig {
+                app_id,
+                private_key_pem,
+                api_url: self.github_api_url,
+                tarball_threshold: self.tarball_threshold,
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => anyhow::bail!(
+                "GITHUB_CONNECTOR_APP_ID is set but no private key: set GITHUB_CONNECTOR_APP_PRIVATE_KEY or _PATH"
+            ),
+            (None, Some(_)) => anyhow::bail!("a GitHub App private key is set but GITHUB_CONNECTOR_APP_ID is not"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -85,6 +137,8 @@ pub struct Settings {
     pub admin_token: String,
     pub worker: WorkerSettings,
     pub delivery_body_retention: Duration,
+    /// The GitHub App; `None` leaves sync jobs queued.
+    pub github: Option<GithubAppConfig>,
 }
 
 impl ServeArgs {
@@ -131,6 +185,7 @@ impl ServeArgs {
                 lease: LeasePolicy::new(Duration::from_secs(self.lease_seconds.max(3))),
                 ..WorkerSettings::default()
             },
+            github: self.github.into_config()?,
             delivery_body_retention: Duration::from_secs(
                 self.delivery_body_retention_days * 86_400,
             ),

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod github;
 pub mod ingress;
 pub mod queue;
 pub mod secrets;

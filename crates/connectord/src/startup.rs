@@ -3,6 +3,10 @@
 //! all stopped by one cancellation token.
 
 use crate::config::Settings;
+use crate::github::auth::AppAuth;
+use crate::github::client::GithubClient;
+use crate::github::reconciler::GithubReconciler;
+use crate::github::GithubAppConfig;
 use crate::ingress::signature::WebhookSecrets;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -80,15 +84,23 @@ impl Application {
             admin_token: settings.admin_token.as_str().into(),
             metrics: telemetry::prometheus(),
         };
+        let reconciler = match (reconciler, &settings.github) {
+            (Some(r), _) => Some(r),
+            (None, Some(gh)) => Some(github_reconciler(gh, store.clone())?),
+            (None, None) => None,
+        };
         let workers = match reconciler {
             Some(r) if settings.worker.concurrency > 0 => {
                 Some(WorkerPool::new(store, r, settings.worker.clone()))
             }
-            Some(_) => None,
+            Some(_) => {
+                tracing::warn!("--workers 0: this process runs no sync jobs");
+                None
+            }
             None => {
                 tracing::warn!(
-                    "no reconciler is available in this build: sync jobs are recorded and stay `queued` until a \
-                     worker that can reach GitHub runs them"
+                    "no GitHub App configured (GITHUB_CONNECTOR_APP_ID and a private key): sync jobs are \
+                     recorded and stay `queued` until a worker with credentials runs them"
                 );
                 None
             }
@@ -184,6 +196,20 @@ impl Application {
         }
         result
     }
+}
+
+fn github_reconciler(
+    gh: &GithubAppConfig,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Arc<dyn Reconciler>> {
+    let auth = AppAuth::new(gh.app_id, &gh.private_key_pem)?;
+    let client = Arc::new(GithubClient::new(&gh.api_url, auth)?);
+    tracing::info!(app_id = gh.app_id, api = %gh.api_url, "workers sync through the GitHub App");
+    Ok(Arc::new(GithubReconciler::new(
+        client,
+        store,
+        gh.tarball_threshold,
+    )))
 }
 
 /// The URL schemes this build can open.

@@ -4,6 +4,7 @@
 
 pub mod connectors;
 pub mod deliveries;
+pub mod documents;
 pub mod openapi;
 pub mod sync_events;
 pub mod targets;
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(targets::router())
         .merge(sync_events::router())
         .merge(deliveries::router())
+        .merge(documents::router())
         .route_layer(middleware::from_fn_with_state(state, require_admin_token));
     // The OpenAPI document describes the API; it holds no data, so it is public.
     protected.merge(openapi::router())

@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         super::targets::delete_target, super::targets::sync_target,
         super::sync_events::list_sync_events, super::sync_events::get_sync_event,
         super::deliveries::list_deliveries, super::deliveries::get_delivery, super::deliveries::replay_delivery,
+        super::documents::list_documents, super::documents::get_document, super::documents::list_changes,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -8,6 +8,7 @@ pub mod sqlite;
 use crate::ingress::dispatch::Plan;
 use async_trait::async_trait;
 use models::*;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -139,4 +140,23 @@ pub trait Store: Send + Sync + 'static {
     async fn get_sync_event(&self, id: &str) -> Result<SyncEvent>;
     async fn list_deliveries(&self, page: &Page) -> Result<Listing<Delivery>>;
     async fn get_delivery(&self, id: &str) -> Result<Delivery>;
+
+    // --- content -------------------------------------------------------------
+
+    /// What the store holds of a target: path → git blob SHA.
+    async fn document_manifest(&self, target_id: &str) -> Result<HashMap<String, String>>;
+    async fn list_documents(
+        &self,
+        target_id: &str,
+        prefix: Option<&str>,
+        page: &Page,
+    ) -> Result<Listing<Document>>;
+    async fn get_document(&self, target_id: &str, path: &str) -> Result<(Document, Vec<u8>)>;
+    /// The target's change feed after `after` (a `seq`), oldest first.
+    async fn list_changes(
+        &self,
+        target_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Listing<ChangeEntry>>;
 }

@@ -1,6 +1,7 @@
 //! Rows as the admin API shows them (camelCase JSON), and the inputs that create them.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// Milliseconds since the Unix epoch, the store's only time representation.
@@ -91,6 +92,8 @@ pub struct SyncEvent {
     /// `queued`, `running`, `completed`, `partial`, `failed`, `superseded` or `cancelled`.
     pub status: String,
     pub counts: SyncCounts,
+    /// Skipped files by reason (`unchanged`, `too_large`, `symlink`, `submodule`, `lfs_pointer`).
+    pub skipped_reasons: BTreeMap<String, i64>,
     pub failures: Vec<FileFailure>,
     pub attempts: i64,
     pub last_error: Option<String>,
@@ -154,8 +157,10 @@ pub struct ClaimedJob {
     pub attempt: i64,
     pub max_attempts: i64,
     pub job: GithubConnectorSyncJob,
-    /// The target's path prefix and the branch, for the reconciler.
+    /// The target's path prefix, for the reconciler.
     pub path_prefix: String,
+    /// Files larger than this are skipped, not fetched.
+    pub max_file_bytes: i64,
 }
 
 /// A verified delivery about to be recorded.
@@ -225,10 +230,56 @@ pub struct SyncEventFilter {
     pub status: Option<String>,
 }
 
-/// The worker's report of a finished reconciliation.
+/// The worker's report of a finished reconciliation. `changes` are applied to
+/// the content store in the same transaction that completes the job.
 #[derive(Debug, Clone, Default)]
 pub struct SyncResult {
     pub head_sha: Option<String>,
     pub counts: SyncCounts,
+    /// Skips by reason: `unchanged`, `too_large`, `symlink`, `submodule`, `lfs_pointer`.
+    pub skipped_reasons: BTreeMap<String, i64>,
     pub failures: Vec<FileFailure>,
+    pub changes: Vec<DocumentChange>,
+}
+
+/// One change to a target's stored documents.
+#[derive(Debug, Clone)]
+pub enum DocumentChange {
+    Upsert {
+        path: String,
+        blob_sha: String,
+        is_binary: bool,
+        content: Vec<u8>,
+    },
+    Delete {
+        path: String,
+    },
+}
+
+/// A stored document's metadata.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Document {
+    pub path: String,
+    /// The git blob SHA of the content (also the `ETag` of the raw document).
+    pub blob_sha: String,
+    pub size: i64,
+    pub is_binary: bool,
+    pub updated_at: String,
+    /// The sync that last wrote it.
+    pub sync_event_id: String,
+}
+
+/// One entry of a target's change feed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeEntry {
+    pub seq: i64,
+    pub target_id: String,
+    pub path: String,
+    /// `created`, `updated` or `deleted`.
+    pub op: String,
+    /// Null for deletions.
+    pub blob_sha: Option<String>,
+    pub sync_event_id: String,
 }

@@ -90,6 +90,7 @@ pub fn settings(opts: &TestOptions, db_url: &str) -> Settings {
         admin_token: ADMIN_TOKEN.into(),
         worker: opts.worker.clone(),
         delivery_body_retention: Duration::from_secs(7 * 86_400),
+        github: None,
     }
 }
 

@@ -65,6 +65,8 @@ pub fn sync_event_from_row(r: &SqliteRow) -> Result<SyncEvent> {
             deleted: r.try_get("deleted_count")?,
             skipped: r.try_get("skipped_count")?,
         },
+        skipped_reasons: serde_json::from_str(r.try_get::<&str, _>("skipped_reasons")?)
+            .unwrap_or_default(),
         failures: serde_json::from_str(r.try_get::<&str, _>("failures")?).unwrap_or_default(),
         attempts: r.try_get("attempts")?,
         last_error: r.try_get("last_error")?,

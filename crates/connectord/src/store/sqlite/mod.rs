@@ -3,6 +3,7 @@
 //! commit, and a pool of read connections.
 
 mod admin;
+mod content;
 mod enqueue;
 mod ingest;
 mod queue;
@@ -18,6 +19,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -388,6 +390,36 @@ impl Store for SqliteStore {
                 .map(|s| s.to_string());
         }
         Ok(listing)
+    }
+
+    async fn document_manifest(&self, target_id: &str) -> Result<HashMap<String, String>> {
+        content::manifest(&mut *self.read_conn().await?, target_id).await
+    }
+
+    async fn list_documents(
+        &self,
+        target_id: &str,
+        prefix: Option<&str>,
+        page: &Page,
+    ) -> Result<Listing<Document>> {
+        let mut conn = self.read_conn().await?;
+        get_target(&mut conn, target_id).await?;
+        content::list_documents(&mut conn, target_id, prefix, page).await
+    }
+
+    async fn get_document(&self, target_id: &str, path: &str) -> Result<(Document, Vec<u8>)> {
+        content::get_document(&mut *self.read_conn().await?, target_id, path).await
+    }
+
+    async fn list_changes(
+        &self,
+        target_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Listing<ChangeEntry>> {
+        let mut conn = self.read_conn().await?;
+        get_target(&mut conn, target_id).await?;
+        content::list_changes(&mut conn, target_id, after, limit).await
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Delivery> {

@@ -40,7 +40,7 @@ pub async fn claim(
     let mut job: GithubConnectorSyncJob =
         serde_json::from_str(row.try_get::<&str, _>("payload")?).map_err(anyhow::Error::from)?;
     // The repository may have been renamed (or its id learned) since enqueue.
-    let target = sqlx::query("SELECT repository_id, repository_full_name, path_prefix FROM connector_target WHERE id = ?")
+    let target = sqlx::query("SELECT repository_id, repository_full_name, path_prefix, max_file_bytes FROM connector_target WHERE id = ?")
         .bind(&target_id)
         .fetch_one(&mut *conn)
         .await?;
@@ -61,6 +61,7 @@ pub async fn claim(
         max_attempts: row.try_get("max_attempts")?,
         job,
         path_prefix: target.try_get("path_prefix")?,
+        max_file_bytes: target.try_get("max_file_bytes")?,
     }))
 }
 
@@ -103,6 +104,10 @@ async fn finish(
     Ok(n == 1)
 }
 
+/// Applies the reconciled content and completes the job in one transaction,
+/// so a crash leaves either both or neither (a rerun then finds nothing left
+/// to change). `partial` keeps `last_synced_sha` where it was, so the next
+/// sync of the same head retries the files that failed.
 pub async fn complete(
     conn: &mut SqliteConnection,
     job: &ClaimedJob,
@@ -112,36 +117,37 @@ pub async fn complete(
     if !finish(conn, job, None, now).await? {
         return Ok(false);
     }
-    let status = if result.failures.is_empty() {
-        "completed"
-    } else {
-        "partial"
-    };
+    let event_id = &job.job.connector_sync_event_id;
+    let target_id = &job.job.connector_target_id;
+    super::content::apply_changes(conn, target_id, event_id, &result.changes, now).await?;
+    let complete = result.failures.is_empty();
     let head = result.head_sha.clone().or_else(|| job.job.head_sha.clone());
     sqlx::query(
         "UPDATE connector_sync_event SET status = ?, head_sha = coalesce(?, head_sha), created_count = ?, \
-         updated_count = ?, deleted_count = ?, skipped_count = ?, failures = ?, completed_at = ?, last_error = NULL \
-         WHERE id = ?",
+         updated_count = ?, deleted_count = ?, skipped_count = ?, skipped_reasons = ?, failures = ?, \
+         completed_at = ?, last_error = NULL WHERE id = ?",
     )
-    .bind(status)
+    .bind(if complete { "completed" } else { "partial" })
     .bind(&head)
     .bind(result.counts.created)
     .bind(result.counts.updated)
     .bind(result.counts.deleted)
     .bind(result.counts.skipped)
+    .bind(serde_json::to_string(&result.skipped_reasons).map_err(anyhow::Error::from)?)
     .bind(serde_json::to_string(&result.failures).map_err(anyhow::Error::from)?)
     .bind(now)
-    .bind(&job.job.connector_sync_event_id)
+    .bind(event_id)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE connector_target SET last_synced_sha = coalesce(?, last_synced_sha), last_synced_at = ?, \
-         health = 'ok', updated_at = ? WHERE id = ?",
+        "UPDATE connector_target SET last_synced_sha = CASE WHEN ?1 THEN coalesce(?2, last_synced_sha) \
+         ELSE last_synced_sha END, last_synced_at = ?3, health = CASE WHEN ?1 THEN 'ok' ELSE 'failing' END, \
+         updated_at = ?3 WHERE id = ?4",
     )
+    .bind(complete)
     .bind(&head)
     .bind(now)
-    .bind(now)
-    .bind(&job.job.connector_target_id)
+    .bind(target_id)
     .execute(&mut *conn)
     .await?;
     Ok(true)

@@ -1,0 +1,228 @@
+//! The REST client: GitHub's headers on every request, a rate budget per
+//! installation read from every response's `x-ratelimit-*`, and one place
+//! that turns an answer into "retry", "wait", "give up" or "not found".
+//!
+//! A rate-limit 403 is never taken for lost access: it is `RateLimited`.
+
+use super::auth::AppAuth;
+use reqwest::{Response, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const API_VERSION: &str = "2022-11-28";
+const USER_AGENT: &str = concat!("connectord/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+}
+
+/// What we know of an installation's primary rate limit.
+#[derive(Debug, Clone, Copy, Default)]
+struct Budget {
+    limit: i64,
+    remaining: i64,
+    reset: i64,
+}
+
+/// Below this share of the hourly limit, requests are paced out over the
+/// time left until the reset instead of running the budget dry.
+const LOW_WATER: f64 = 0.05;
+
+pub struct GithubClient {
+    http: reqwest::Client,
+    api: String,
+    auth: AppAuth,
+    budgets: Mutex<HashMap<i64, Budget>>,
+}
+
+impl GithubClient {
+    pub fn new(api_url: &str, auth: AppAuth) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "x-github-api-version",
+            reqwest::header::HeaderValue::from_static(API_VERSION),
+        );
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(Self {
+            http,
+            api: api_url.trim_end_matches('/').to_owned(),
+            auth,
+            budgets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn api_url(&self) -> &str {
+        &self.api
+    }
+
+    /// GET `path` (relative to the API root) as the installation. A 401 on a
+    /// cached token refreshes it once. Non-2xx answers come back classified.
+    pub async fn get(
+        &self,
+        installation_id: i64,
+        path: &str,
+        accept: &str,
+    ) -> Result<Response, ApiError> {
+        self.pace(installation_id).await?;
+        let url = format!("{}{path}", self.api);
+        let mut refreshed = false;
+        loop {
+            let token = self
+                .auth
+                .token(&self.http, &self.api, installation_id)
+                .await?;
+            let res = self
+                .http
+                .get(&url)
+                .header("accept", accept)
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .map_err(|e| ApiError::Transient(format!("GET {path}: {e}")))?;
+            self.record_budget(installation_id, &res);
+            metrics::counter!("connectord_github_requests_total", "status" => res.status().as_u16().to_string())
+                .increment(1);
+            if res.status().is_success() {
+                return Ok(res);
+            }
+            if res.status() == StatusCode::UNAUTHORIZED && !refreshed {
+                self.auth.invalidate(installation_id, &token).await;
+                refreshed = true;
+                continue;
+            }
+            return Err(classify(res, &format!("GET {path}")).await);
+        }
+    }
+
+    fn record_budget(&self, installation_id: i64, res: &Response) {
+        let h = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        if let (Some(limit), Some(remaining), Some(reset)) = (
+            h("x-ratelimit-limit"),
+            h("x-ratelimit-remaining"),
+            h("x-ratelimit-reset"),
+        ) {
+            let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+            budgets.insert(
+                installation_id,
+                Budget {
+                    limit,
+                    remaining,
+                    reset,
+                },
+            );
+        }
+    }
+
+    /// Slows down before the budget runs out: with none left, the job waits
+    /// for the reset (without using an attempt); when low, requests are
+    /// spread over the time left.
+    async fn pace(&self, installation_id: i64) -> Result<(), ApiError> {
+        let budget = self
+            .budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&installation_id)
+            .copied();
+        let Some(b) = budget else { return Ok(()) };
+        let now = chrono::Utc::now().timestamp();
+        let until_reset = (b.reset - now).max(0);
+        if b.remaining <= 0 && until_reset > 0 {
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "installation {installation_id} has used its rate limit until the reset"
+                ),
+                retry_after: Duration::from_secs(until_reset as u64 + 1),
+            });
+        }
+        if b.limit > 0 && (b.remaining as f64) < b.limit as f64 * LOW_WATER && until_reset > 0 {
+            let gap = Duration::from_millis((until_reset * 1000 / (b.remaining + 1)) as u64)
+                .min(Duration::from_secs(5));
+            metrics::counter!("connectord_github_paced_requests_total").increment(1);
+            tokio::time::sleep(gap).await;
+        }
+        Ok(())
+    }
+}
+
+fn header_i64(res: &Response, name: &str) -> Option<i64> {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Classifies a non-2xx answer. Order matters: rate limits are recognised
+/// before 403 can mean "forbidden".
+pub async fn classify(res: Response, what: &str) -> ApiError {
+    let status = res.status();
+    let retry_after = header_i64(&res, "retry-after");
+    let remaining = header_i64(&res, "x-ratelimit-remaining");
+    let reset = header_i64(&res, "x-ratelimit-reset");
+    let body = res.text().await.unwrap_or_default();
+    let message: String = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    let msg = format!("{what}: GitHub answered {status}: {message}");
+    let limited = matches!(
+        status,
+        StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+    );
+    if limited {
+        if let Some(secs) = retry_after {
+            return ApiError::RateLimited {
+                message: msg,
+                retry_after: Duration::from_secs(secs.max(1) as u64),
+            };
+        }
+        if remaining == Some(0) {
+            let wait = reset
+                .map(|r| r - chrono::Utc::now().timestamp())
+                .unwrap_or(60)
+                .max(1);
+            return ApiError::RateLimited {
+                message: msg,
+                retry_after: Duration::from_secs(wait as u64),
+            };
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || message.to_ascii_lowercase().contains("rate limit")
+        {
+            // GitHub: with no header to go by, wait at least a minute.
+            return ApiError::RateLimited {
+                message: msg,
+                retry_after: Duration::from_secs(60),
+            };
+        }
+    }
+    match status {
+        StatusCode::NOT_FOUND => ApiError::NotFound(msg),
+        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => ApiError::Transient(msg),
+        _ => ApiError::Permanent(msg),
+    }
+}
+
+/// Kept for callers that share a client across reconcilers.
+pub type SharedClient = Arc<GithubClient>;
