@@ -59,6 +59,7 @@ async fn run(
             repository_id: Some(1000 + t),
             branch: connectord::domain::BranchName::parse("main")?,
             path_prefix: connectord::domain::PathPrefix::parse("")?,
+            max_file_bytes: 1024 * 1024,
         };
         store.create_target(&connector.id, target).await?;
     }

@@ -115,6 +115,9 @@ pub enum TargetsCmd {
         branch: String,
         #[arg(long)]
         path_prefix: Option<String>,
+        /// Skip files larger than this many bytes (default 1 MiB).
+        #[arg(long)]
+        max_file_bytes: Option<i64>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -384,6 +387,7 @@ pub async fn run_admin(cmd: Command) -> anyhow::Result<()> {
                 repository_id,
                 branch,
                 path_prefix,
+                max_file_bytes,
                 admin,
             } => (
                 admin,
@@ -391,7 +395,7 @@ pub async fn run_admin(cmd: Command) -> anyhow::Result<()> {
                 format!("/v1/admin/connectors/{connector}/targets"),
                 vec![],
                 Some(
-                    json!({"repositoryFullName": repo, "repositoryId": repository_id, "branch": branch, "pathPrefix": path_prefix}),
+                    json!({"repositoryFullName": repo, "repositoryId": repository_id, "branch": branch, "pathPrefix": path_prefix, "maxFileBytes": max_file_bytes}),
                 ),
             ),
             TargetsCmd::List {

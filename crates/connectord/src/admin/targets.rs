@@ -11,6 +11,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub const DEFAULT_MAX_FILE_BYTES: i64 = 1024 * 1024;
+const MAX_FILE_BYTES_LIMIT: i64 = 100 * 1024 * 1024;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(
@@ -35,6 +38,8 @@ pub struct CreateTarget {
     pub branch: String,
     /// Only sync below this directory, e.g. `docs/`.
     pub path_prefix: Option<String>,
+    /// Files larger than this are skipped, not fetched (default 1 MiB, at most 100 MiB).
+    pub max_file_bytes: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,6 +55,13 @@ impl TryFrom<CreateTarget> for NewTarget {
     type Error = ApiError;
     fn try_from(b: CreateTarget) -> Result<Self, ApiError> {
         let bad = |e: crate::domain::ParseError| ApiError::BadRequest(e.0);
+        if b.max_file_bytes
+            .is_some_and(|m| !(1..=MAX_FILE_BYTES_LIMIT).contains(&m))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "maxFileBytes must be between 1 and {MAX_FILE_BYTES_LIMIT} (GitHub serves blobs up to 100 MiB)"
+            )));
+        }
         if b.repository_id.is_some_and(|id| id <= 0) {
             return Err(ApiError::BadRequest(
                 "repositoryId must be a positive integer".into(),
@@ -60,6 +72,7 @@ impl TryFrom<CreateTarget> for NewTarget {
             repository_id: b.repository_id,
             branch: BranchName::parse(&b.branch).map_err(bad)?,
             path_prefix: PathPrefix::parse(b.path_prefix.as_deref().unwrap_or("")).map_err(bad)?,
+            max_file_bytes: b.max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES),
         })
     }
 }

@@ -50,6 +50,8 @@ pub struct Target {
     pub branch: String,
     /// Empty for the whole repository, else a directory ending in `/`.
     pub path_prefix: String,
+    /// Files larger than this are skipped (`too_large`), not fetched.
+    pub max_file_bytes: i64,
     /// `active`, `inactive` (installation deleted), `inaccessible` (removed from the installation) or `deleted` (repository deleted).
     pub status: String,
     /// `pending` (never synced), `ok`, `failing`, `inaccessible` or `branch_deleted`.
@@ -207,6 +209,7 @@ pub struct NewTarget {
     pub repository_id: Option<i64>,
     pub branch: crate::domain::BranchName,
     pub path_prefix: crate::domain::PathPrefix,
+    pub max_file_bytes: i64,
 }
 
 /// One page of a list, newest first; pass `nextCursor` back as `cursor` for the next.

@@ -39,6 +39,7 @@ pub fn target_from_row(r: &SqliteRow) -> Result<Target> {
         repository_id: r.try_get("repository_id")?,
         branch: r.try_get("branch")?,
         path_prefix: r.try_get("path_prefix")?,
+        max_file_bytes: r.try_get("max_file_bytes")?,
         status: r.try_get("status")?,
         health: r.try_get("health")?,
         archived: r.try_get("archived")?,
@@ -157,7 +158,7 @@ pub async fn create_target(
     let id = new_id("tgt");
     let res = sqlx::query(
         "INSERT INTO connector_target (id, connector_id, repository_full_name, repository_id, branch, path_prefix, \
-         status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+         max_file_bytes, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
     )
     .bind(&id)
     .bind(connector_id)
@@ -165,6 +166,7 @@ pub async fn create_target(
     .bind(t.repository_id)
     .bind(t.branch.as_str())
     .bind(t.path_prefix.as_str())
+    .bind(t.max_file_bytes)
     .bind(now)
     .bind(now)
     .execute(&mut *conn)
