@@ -205,7 +205,7 @@ impl GithubReconciler {
         repo: &str,
         head: &str,
         wanted: &[Wanted],
-    ) -> HashMap<String, Vec<u8>> {
+    ) -> Result<HashMap<String, Vec<u8>>, ReconcileError> {
         let want: HashMap<String, String> = wanted
             .iter()
             .map(|w| (w.path.clone(), w.sha.clone()))
@@ -220,29 +220,42 @@ impl GithubReconciler {
             .await
         {
             Ok(r) => r,
+            // Told to wait: the job waits too, rather than turning one call
+            // into thousands of blob calls while rate limited.
+            Err(ApiError::RateLimited {
+                message,
+                retry_after,
+            }) => {
+                return Err(ReconcileError::RateLimited {
+                    message,
+                    retry_after,
+                });
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "tarball download failed; fetching blobs one by one");
-                return HashMap::new();
+                return Ok(HashMap::new());
             }
         };
         let bytes = match res.bytes().await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "tarball download broke off; fetching blobs one by one");
-                return HashMap::new();
+                return Ok(HashMap::new());
             }
         };
-        match tokio::task::spawn_blocking(move || tarball::extract(&bytes, &want)).await {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "unreadable tarball; fetching blobs one by one");
-                HashMap::new()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "tarball extraction panicked; fetching blobs one by one");
-                HashMap::new()
-            }
-        }
+        Ok(
+            match tokio::task::spawn_blocking(move || tarball::extract(&bytes, &want)).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "unreadable tarball; fetching blobs one by one");
+                    HashMap::new()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "tarball extraction panicked; fetching blobs one by one");
+                    HashMap::new()
+                }
+            },
+        )
     }
 }
 
@@ -320,7 +333,7 @@ impl Reconciler for GithubReconciler {
 
         let mut contents = if wanted.len() > self.tarball_threshold {
             self.fetch_tarball(installation, &repo, &head, &wanted)
-                .await
+                .await?
         } else {
             HashMap::new()
         };
