@@ -76,7 +76,7 @@ pub struct GithubArgs {
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
     /// Above this many files to download in one sync, fetch one tarball instead of blob by blob.
-    #[arg(long, env = "CONNECTORD_TARBALL_THRESHOLD", default_value_t = 64)]
+    #[arg(long, env = "CONNECTORD_TARBALL_THRESHOLD", default_value_t = 16)]
     pub tarball_threshold: usize,
 }
 
@@ -145,8 +145,9 @@ impl ServeArgs {
     /// Resolves secrets (generating them on first start) and prints where they
     /// are kept, never their values.
     pub fn into_settings(self) -> anyhow::Result<Settings> {
-        // Refuse a database we cannot open before writing secrets anywhere.
+        // Refuse settings we cannot run with before writing secrets anywhere.
         crate::startup::check_database_url(&self.store.database_url())?;
+        let github = self.github.clone().into_config()?;
         let dir = &self.store.data_dir;
         let (webhook_secret, ws) =
             secrets::resolve(self.webhook_secret, dir, secrets::WEBHOOK_SECRET_FILE)?;
@@ -185,7 +186,7 @@ impl ServeArgs {
                 lease: LeasePolicy::new(Duration::from_secs(self.lease_seconds.max(3))),
                 ..WorkerSettings::default()
             },
-            github: self.github.into_config()?,
+            github,
             delivery_body_retention: Duration::from_secs(
                 self.delivery_body_retention_days * 86_400,
             ),

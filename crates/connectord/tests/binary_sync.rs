@@ -1,0 +1,815 @@
+//! End to end through the real `connectord` binary and the fake GitHub:
+//! `connectord serve` configured (by environment variables only) with a GitHub
+//! App whose API is `fake-github`, running in this test's tokio runtime; the
+//! CLI (`connectors`, `targets`, `sync-events`, `documents`, `deliver`) drives
+//! it. The synced documents are compared byte for byte with `git cat-file`.
+//!
+//! Also: what `serve` says and does without GitHub credentials, and how it
+//! refuses half a configuration.
+//!
+//! Every wait is bounded, every child is killed when its guard drops (even
+//! when a test panics), and no setting leaks in from the host environment.
+
+use fake_github::{FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_connectord");
+/// How long `serve` may take to answer /healthz (a loaded 2-core machine).
+const STARTUP: Duration = Duration::from_secs(20);
+/// How long one CLI invocation may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a sync may take to reach a final status.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+const APP_ID: i64 = 4242;
+const INSTALLATION: i64 = 7;
+const REPO: &str = "octo/docs";
+const REPO_ID: i64 = 1001;
+const WEBHOOK_SECRET: &str = "binary-sync-webhook-secret-0123456789";
+const ADMIN_TOKEN: &str = "binary-sync-admin-token-0123456789abcdef";
+const FINAL: &[&str] = &["completed", "partial", "failed", "superseded", "cancelled"];
+
+/// Environment variables a host could set that change what the binary does.
+fn host_vars_to_clear() -> Vec<String> {
+    let mut vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            k.starts_with("CONNECTORD_")
+                || k.starts_with("GITHUB_CONNECTOR_")
+                || k == "GITHUB_API_URL"
+        })
+        .collect();
+    for known in [
+        "CONNECTORD_LISTEN",
+        "CONNECTORD_ADMIN_LISTEN",
+        "CONNECTORD_DATA_DIR",
+        "CONNECTORD_DATABASE_URL",
+        "CONNECTORD_WORKERS",
+        "CONNECTORD_MAX_ATTEMPTS",
+        "CONNECTORD_LEASE_SECONDS",
+        "CONNECTORD_DELIVERY_BODY_RETENTION_DAYS",
+        "CONNECTORD_ADMIN_TOKEN",
+        "CONNECTORD_ADMIN_URL",
+        "CONNECTORD_WEBHOOK_URL",
+        "CONNECTORD_LOG_JSON",
+        "CONNECTORD_TARBALL_THRESHOLD",
+        "GITHUB_CONNECTOR_APP_ID",
+        "GITHUB_CONNECTOR_APP_PRIVATE_KEY",
+        "GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH",
+        "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET",
+        "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET_PREVIOUS",
+        "GITHUB_API_URL",
+        "RUST_LOG",
+        "RUST_BACKTRACE",
+        "RUST_LIB_BACKTRACE",
+    ] {
+        vars.push(known.to_owned());
+    }
+    vars
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().unwrap().port()
+}
+
+fn str_arg(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+/// The result of one finished CLI run; stdout kept as raw bytes.
+#[derive(Debug)]
+struct Out {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Out {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    fn ok(self, what: &str) -> Self {
+        assert!(
+            self.status.success(),
+            "`{what}`: expected success, got {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.text(),
+            self.stderr
+        );
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.text()))
+    }
+
+    /// `deliver` prints a status line, then the answer body.
+    fn status_line_and_body(&self) -> (String, Value) {
+        let text = self.text();
+        let (line, rest) = text
+            .split_once('\n')
+            .unwrap_or_else(|| panic!("no status line in:\n{text}"));
+        let body = serde_json::from_str(rest.trim())
+            .unwrap_or_else(|e| panic!("answer body is not JSON ({e}):\n{text}"));
+        (line.trim().to_owned(), body)
+    }
+
+    fn assert_no_panic(&self) {
+        for text in [&self.text(), &self.stderr] {
+            let lower = text.to_lowercase();
+            assert!(
+                !lower.contains("panicked") && !lower.contains("backtrace"),
+                "a panic or a backtrace was printed:\nstdout:\n{}\nstderr:\n{}",
+                self.text(),
+                self.stderr
+            );
+        }
+    }
+}
+
+/// Runs the binary to completion (bounded by `within`) in `work`.
+async fn run_within(work: &Path, args: &[&str], envs: &[(&str, &str)], within: Duration) -> Out {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.current_dir(work).kill_on_drop(true);
+    for var in host_vars_to_clear() {
+        cmd.env_remove(var);
+    }
+    cmd.args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn connectord");
+    let output = tokio::time::timeout(within, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`connectord {}` did not finish in time", args.join(" ")))
+        .expect("wait for connectord");
+    Out {
+        status: output.status,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A running `connectord serve`; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `serve` on a free port with the data directory `data` and the
+    /// environment `envs`, and waits until /healthz answers. Retries with
+    /// another port if that one was taken between choosing and binding it.
+    async fn start(work: &Path, data: &Path, envs: &[(&str, &str)]) -> Self {
+        for attempt in 0..3 {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let log = work.join(format!("serve-{attempt}.log"));
+            let mut cmd = std::process::Command::new(BIN);
+            cmd.current_dir(work);
+            for var in host_vars_to_clear() {
+                cmd.env_remove(var);
+            }
+            cmd.arg("serve")
+                .args(["--listen", &listen])
+                .arg("--data-dir")
+                .arg(data)
+                .envs(envs.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(File::create(log.with_extension("out")).unwrap())
+                .stderr(File::create(&log).unwrap());
+            let child = cmd.spawn().expect("spawn connectord serve");
+            let mut server = Server { child, port, log };
+            match server.wait_healthy().await {
+                Ok(()) => return server,
+                Err(log) if log.contains("in use") => continue,
+                Err(log) => panic!("connectord serve did not come up:\n{log}"),
+            }
+        }
+        panic!("could not find a free port for connectord serve");
+    }
+
+    async fn wait_healthy(&mut self) -> Result<(), String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let url = format!("{}/healthz", self.base());
+        let deadline = Instant::now() + STARTUP;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}:\n{}", self.log_text()));
+            }
+            if let Ok(res) = client.get(&url).send().await {
+                if res.status() == StatusCode::OK {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "no answer on /healthz within {STARTUP:?}:\n{}",
+            self.log_text()
+        ))
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn webhook_url(&self) -> String {
+        format!("{}/v1/webhooks/connectors/github", self.base())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics (with the server's log) if the server has exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "connectord serve exited with {status}:\n{}",
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Runs admin CLI subcommands against one server, with the admin token and
+/// the webhook secret given through the environment.
+struct Cli<'a> {
+    work: &'a Path,
+    admin_url: String,
+    data: String,
+}
+
+impl<'a> Cli<'a> {
+    fn new(work: &'a Path, server: &Server, data: &Path) -> Self {
+        Self {
+            work,
+            admin_url: server.base(),
+            data: str_arg(data).to_owned(),
+        }
+    }
+
+    /// `connectord ARGS [--admin-url …] --data-dir …` (`deliver` takes no
+    /// admin URL), whatever its outcome.
+    async fn try_run(&self, args: &[&str]) -> Out {
+        let mut all: Vec<&str> = args.to_vec();
+        if args.first() != Some(&"deliver") {
+            all.extend_from_slice(&["--admin-url", &self.admin_url]);
+        }
+        all.extend_from_slice(&["--data-dir", &self.data]);
+        run_within(
+            self.work,
+            &all,
+            &[
+                ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
+                ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ],
+            CLI_TIMEOUT,
+        )
+        .await
+    }
+
+    /// As [`Self::try_run`]; it must succeed.
+    async fn run(&self, args: &[&str]) -> Out {
+        self.try_run(args).await.ok(&args.join(" "))
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        self.run(args).await.json()
+    }
+
+    async fn sync_event(&self, id: &str) -> Value {
+        self.json(&["sync-events", "get", id]).await
+    }
+
+    /// Creates a connector for `installation` and a target on `main` of
+    /// [`REPO`]; returns (target id, initial sync event id).
+    async fn track(&self, installation: i64) -> (String, String) {
+        let installation = installation.to_string();
+        let connector = self
+            .json(&["connectors", "add", "--installation-id", &installation])
+            .await;
+        assert_eq!(
+            connector["installationId"].to_string(),
+            installation,
+            "{connector}"
+        );
+        let connector_id = connector["id"].as_str().expect("connector id").to_owned();
+        let repo_id = REPO_ID.to_string();
+        let target = self
+            .json(&[
+                "targets",
+                "add",
+                "--connector",
+                &connector_id,
+                "--repo",
+                REPO,
+                "--repository-id",
+                &repo_id,
+                "--branch",
+                "main",
+            ])
+            .await;
+        assert_eq!(target["repositoryFullName"], REPO, "{target}");
+        assert_eq!(target["branch"], "main", "{target}");
+        let target_id = target["id"].as_str().expect("target id").to_owned();
+        let initial = target["initialSyncEvent"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no initialSyncEvent.id: {target}"))
+            .to_owned();
+        assert_eq!(target["initialSyncEvent"]["status"], "queued", "{target}");
+        (target_id, initial)
+    }
+
+    /// Every document listed for the target (following `nextCursor`), in order.
+    async fn documents(&self, target: &str) -> Vec<Value> {
+        let mut out = vec![];
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut args = vec!["documents", "list", "--target", target, "--limit", "2"];
+            if let Some(c) = &cursor {
+                args.extend_from_slice(&["--cursor", c]);
+            }
+            let page = self.json(&args).await;
+            let items = page["items"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no items: {page}"));
+            assert!(items.len() <= 2, "page over the limit: {page}");
+            out.extend(items.iter().cloned());
+            match page["nextCursor"].as_str() {
+                Some(c) => {
+                    assert!(!items.is_empty(), "a cursor after an empty page: {page}");
+                    cursor = Some(c.to_owned());
+                }
+                None => return out,
+            }
+            assert!(out.len() <= 1000, "pagination does not end");
+        }
+    }
+
+    /// The change feed after `after` (following `nextCursor`).
+    async fn changes(&self, target: &str, after: i64) -> Vec<Value> {
+        let mut out = vec![];
+        let mut after = after;
+        loop {
+            let after_arg = after.to_string();
+            let page = self
+                .json(&[
+                    "documents",
+                    "changes",
+                    "--target",
+                    target,
+                    "--after",
+                    &after_arg,
+                ])
+                .await;
+            let items = page["items"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no items: {page}"));
+            out.extend(items.iter().cloned());
+            match page["nextCursor"].as_str() {
+                Some(c) => after = c.parse().expect("a seq cursor"),
+                None => return out,
+            }
+            assert!(out.len() <= 10_000, "the feed does not end");
+        }
+    }
+
+    /// `documents get`: the raw bytes printed on stdout.
+    async fn document(&self, target: &str, path: &str) -> Vec<u8> {
+        self.run(&["documents", "get", "--target", target, "--path", path])
+            .await
+            .stdout
+    }
+}
+
+/// Polls the sync event (through the CLI) until it reaches a final status,
+/// which it returns.
+async fn wait_final(cli: &Cli<'_>, server: &mut Server, event: &str) -> Value {
+    let deadline = Instant::now() + SYNC_TIMEOUT;
+    loop {
+        let e = cli.sync_event(event).await;
+        if FINAL.iter().any(|s| e["status"] == *s) {
+            return e;
+        }
+        server.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "sync event {event} did not finish within {SYNC_TIMEOUT:?}: {e}\nserver log:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// As [`wait_final`]; the final status must be `completed`.
+async fn wait_completed(cli: &Cli<'_>, server: &mut Server, event: &str) -> Value {
+    let e = wait_final(cli, server, event).await;
+    assert_eq!(
+        e["status"],
+        "completed",
+        "sync event {event}: {e}\nserver log:\n{}",
+        server.log_text()
+    );
+    e
+}
+
+fn counts(e: &Value) -> (i64, i64, i64) {
+    let c = &e["counts"];
+    let n = |k: &str| c[k].as_i64().unwrap_or_else(|| panic!("counts.{k}: {e}"));
+    (n("created"), n("updated"), n("deleted"))
+}
+
+/// The regular files of `head`, sorted by path.
+fn git_files(repo: &GitRepo, head: &str) -> Vec<String> {
+    let mut files: Vec<String> = repo
+        .ls_tree(head)
+        .into_iter()
+        .filter(|(_, mode, kind, _)| kind == "blob" && (mode == "100644" || mode == "100755"))
+        .map(|(path, _, _, _)| path)
+        .collect();
+    files.sort();
+    files
+}
+
+/// The target's documents are exactly the files of `head`: the listing names
+/// them all (in path order, with their blob SHAs), and `documents get` prints
+/// each one's bytes exactly as `git cat-file` does.
+async fn assert_documents_match_git(cli: &Cli<'_>, target: &str, repo: &GitRepo, head: &str) {
+    let expected = git_files(repo, head);
+    let docs = cli.documents(target).await;
+    let listed: Vec<String> = docs
+        .iter()
+        .map(|d| {
+            d["path"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{d}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(listed, expected, "listed documents vs git at {head}");
+    let shas: std::collections::HashMap<String, String> = repo
+        .ls_tree(head)
+        .into_iter()
+        .map(|(p, _, _, s)| (p, s))
+        .collect();
+    for doc in &docs {
+        let path = doc["path"].as_str().unwrap();
+        assert_eq!(doc["blobSha"], shas[path].as_str(), "{doc}");
+    }
+    for path in &expected {
+        let stored = cli.document(target, path).await;
+        let git = repo.show(head, path);
+        assert!(
+            stored == git,
+            "{path}: `documents get` printed {} bytes that differ from git's {} bytes at {head}",
+            stored.len(),
+            git.len()
+        );
+    }
+}
+
+fn push_payload(before: &str, after: &str) -> Value {
+    json!({
+        "ref": "refs/heads/main",
+        "before": before,
+        "after": after,
+        "created": false,
+        "deleted": false,
+        "forced": false,
+        "base_ref": null,
+        "compare": format!("https://github.com/{REPO}/compare/{}...{}", &before[..12], &after[..12]),
+        "commits": [{"id": after, "message": "edit two, delete one"}],
+        "head_commit": {"id": after},
+        "repository": {"id": REPO_ID, "full_name": REPO, "name": "docs"},
+        "pusher": {"name": "octocat"},
+        "sender": {"login": "octocat"},
+        "installation": {"id": INSTALLATION},
+    })
+}
+
+/// Bytes no text file has: every byte value, NULs included, not UTF-8.
+fn binary_bytes(seed: u8) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    bytes.extend((0..=255u8).map(|b| b.wrapping_mul(31).wrapping_add(seed)));
+    bytes.extend_from_slice(&[0xff, 0xfe, 0x00, 0x80, seed]);
+    bytes
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_syncs_a_repository_through_the_github_app_end_to_end() {
+    // The fake GitHub runs in this test's runtime for the whole test.
+    let fake = FakeGitHub::start(APP_ID, TEST_APP_PUBLIC_KEY_PEM).await;
+    fake.add_installation(INSTALLATION);
+    let repo = fake.add_repo(REPO, REPO_ID, INSTALLATION);
+    repo.write("README.md", b"# Docs\n\nWelcome.\n");
+    repo.write("docs/guide/intro.md", b"# Intro\n\nStart here.\n");
+    repo.write(
+        "docs/guide/advanced/config.md",
+        b"# Configuration\n\nSet things.\n",
+    );
+    repo.write("docs/reference/api.md", b"# API\n\nEndpoints.\n");
+    repo.write("assets/img/logo.png", &binary_bytes(1));
+    repo.write("data/site.json", b"{\"title\": \"Docs\"}");
+    let first = repo.commit("first");
+    let first_files = git_files(&repo, &first);
+    assert_eq!(first_files.len(), 6, "{first_files:?}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let key_path = work.join("app-key.pem");
+    std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
+    let app_id = APP_ID.to_string();
+    let api_url = fake.base_url();
+    let mut server = Server::start(
+        work,
+        &data,
+        &[
+            ("GITHUB_CONNECTOR_APP_ID", app_id.as_str()),
+            ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&key_path)),
+            ("GITHUB_API_URL", api_url.as_str()),
+            ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("CONNECTORD_WORKERS", "2"),
+            ("CONNECTORD_LEASE_SECONDS", "30"),
+        ],
+    )
+    .await;
+    let log = server.log_text();
+    assert!(
+        !log.contains(WEBHOOK_SECRET) && !log.contains(ADMIN_TOKEN),
+        "a configured secret is in the log:\n{log}"
+    );
+    assert!(
+        !log.to_lowercase().contains("no github app configured"),
+        "serve says no GitHub App is configured although one is:\n{log}"
+    );
+    let cli = Cli::new(work, &server, &data);
+
+    // Track the branch: its initial sync runs through the App against the fake.
+    let (target, initial) = cli.track(INSTALLATION).await;
+    let e = wait_completed(&cli, &mut server, &initial).await;
+    assert_eq!(e["trigger"], "initial", "{e}");
+    assert_eq!(e["headSha"], first.as_str(), "{e}");
+    assert_eq!(e["connectorTargetId"], target.as_str(), "{e}");
+    assert_eq!(counts(&e), (first_files.len() as i64, 0, 0), "{e}");
+    assert!(
+        e["failures"].as_array().is_some_and(|f| f.is_empty()),
+        "{e}"
+    );
+    let t = cli.json(&["targets", "get", &target]).await;
+    assert_eq!(t["lastSyncedSha"], first.as_str(), "{t}");
+    assert_documents_match_git(&cli, &target, &repo, &first).await;
+
+    // The binary file is flagged as such and served as the very same bytes.
+    let docs = cli.documents(&target).await;
+    let logo = docs
+        .iter()
+        .find(|d| d["path"] == "assets/img/logo.png")
+        .expect("the logo is listed");
+    assert_eq!(logo["isBinary"], true, "{logo}");
+    assert_eq!(logo["size"], binary_bytes(1).len() as i64, "{logo}");
+
+    // Every file entered the feed once, as `created` by the initial sync.
+    let feed = cli.changes(&target, 0).await;
+    let created: BTreeSet<&str> = feed
+        .iter()
+        .filter(|c| c["op"] == "created" && c["syncEventId"] == initial.as_str())
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    let expected: BTreeSet<&str> = first_files.iter().map(String::as_str).collect();
+    assert_eq!(created, expected, "{feed:?}");
+    assert_eq!(feed.len(), first_files.len(), "{feed:?}");
+    let last_seq = feed
+        .iter()
+        .map(|c| c["seq"].as_i64().unwrap_or_else(|| panic!("seq: {c}")))
+        .max()
+        .expect("a non-empty feed");
+
+    // Change two files (one of them the binary one), delete one, and push.
+    repo.write("docs/guide/intro.md", b"# Intro\n\nStart here, revised.\n");
+    repo.write("assets/img/logo.png", &binary_bytes(2));
+    repo.remove("docs/reference/api.md");
+    let second = repo.commit("edit two, delete one");
+    let payload_path = work.join("push.json");
+    std::fs::write(
+        &payload_path,
+        serde_json::to_vec_pretty(&push_payload(&first, &second)).unwrap(),
+    )
+    .unwrap();
+    let webhook = server.webhook_url();
+    let deliver = cli
+        .run(&[
+            "deliver",
+            "--event",
+            "push",
+            "--payload",
+            str_arg(&payload_path),
+            "--url",
+            &webhook,
+            "--delivery-id",
+            "binary-sync-push-1",
+        ])
+        .await;
+    let (line, answer) = deliver.status_line_and_body();
+    assert_eq!(line, "202 Accepted", "{}", deliver.text());
+    assert_eq!(answer["outcome"], "accepted", "{answer}");
+    let ids = answer["syncEventIds"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no syncEventIds: {answer}"));
+    assert_eq!(ids.len(), 1, "{answer}");
+    let push_event = ids[0].as_str().expect("an event id").to_owned();
+
+    let e = wait_completed(&cli, &mut server, &push_event).await;
+    assert_eq!(e["trigger"], "push", "{e}");
+    assert_eq!(e["headSha"], second.as_str(), "{e}");
+    assert_eq!(e["deliveryId"], "binary-sync-push-1", "{e}");
+    assert_eq!(counts(&e), (0, 2, 1), "{e}");
+    let t = cli.json(&["targets", "get", &target]).await;
+    assert_eq!(t["lastSyncedSha"], second.as_str(), "{t}");
+
+    // The feed after the last seq seen holds exactly those three changes.
+    let feed = cli.changes(&target, last_seq).await;
+    let mut ops: Vec<(String, String)> = feed
+        .iter()
+        .map(|c| {
+            (
+                c["op"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("op: {c}"))
+                    .to_owned(),
+                c["path"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("path: {c}"))
+                    .to_owned(),
+            )
+        })
+        .collect();
+    ops.sort();
+    assert_eq!(
+        ops,
+        vec![
+            ("deleted".to_owned(), "docs/reference/api.md".to_owned()),
+            ("updated".to_owned(), "assets/img/logo.png".to_owned()),
+            ("updated".to_owned(), "docs/guide/intro.md".to_owned()),
+        ],
+        "{feed:?}"
+    );
+    for c in &feed {
+        assert_eq!(c["syncEventId"], push_event.as_str(), "{c}");
+        assert!(c["seq"].as_i64().is_some_and(|s| s > last_seq), "{c}");
+    }
+
+    // The stored documents are git's again, and the deleted one is gone.
+    assert_documents_match_git(&cli, &target, &repo, &second).await;
+    let gone = cli
+        .try_run(&[
+            "documents",
+            "get",
+            "--target",
+            &target,
+            "--path",
+            "docs/reference/api.md",
+        ])
+        .await;
+    assert!(
+        !gone.status.success(),
+        "a deleted document is still served: {gone:?}"
+    );
+    assert!(gone.stderr.contains("404"), "expected a 404: {gone:?}");
+    gone.assert_no_panic();
+
+    server.assert_running();
+    drop(server);
+    drop(fake);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_github_credentials_leaves_syncs_queued_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let mut server = Server::start(
+        work,
+        &data,
+        &[
+            ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
+    )
+    .await;
+    let log = server.log_text();
+    assert!(
+        log.to_lowercase().contains("no github app configured"),
+        "stderr does not say that no GitHub App is configured:\n{log}"
+    );
+    assert!(
+        log.contains("GITHUB_CONNECTOR_APP_ID"),
+        "stderr does not say which setting is missing:\n{log}"
+    );
+    let cli = Cli::new(work, &server, &data);
+
+    let (target, initial) = cli.track(INSTALLATION).await;
+    for check in 1..=2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let e = cli.sync_event(&initial).await;
+        assert_eq!(e["status"], "queued", "check {check}: {e}");
+        assert_eq!(e["attempts"], 0, "check {check}: {e}");
+        assert!(e["startedAt"].is_null(), "check {check}: {e}");
+    }
+    let events = cli
+        .json(&["sync-events", "list", "--target", &target])
+        .await;
+    let items = events["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{events}");
+    assert_eq!(items[0]["status"], "queued", "{events}");
+    let docs = cli.documents(&target).await;
+    assert!(docs.is_empty(), "documents without a sync: {docs:?}");
+    server.assert_running();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_an_app_id_without_a_private_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        str_arg(&data),
+    ];
+    let within = Duration::from_secs(20);
+    // Backtraces enabled: the binary must still print only a message.
+    let backtraces = [("RUST_BACKTRACE", "1"), ("RUST_LIB_BACKTRACE", "1")];
+
+    // An App id and no key at all.
+    let mut envs = backtraces.to_vec();
+    envs.push(("GITHUB_CONNECTOR_APP_ID", "4242"));
+    let out = run_within(work, &serve, &envs, within).await;
+    assert!(!out.status.success(), "served without a key: {out:?}");
+    assert!(
+        out.stderr.contains("GITHUB_CONNECTOR_APP_PRIVATE_KEY"),
+        "the message does not name GITHUB_CONNECTOR_APP_PRIVATE_KEY: {out:?}"
+    );
+    out.assert_no_panic();
+
+    // An empty key counts as none.
+    let mut envs = backtraces.to_vec();
+    envs.extend([
+        ("GITHUB_CONNECTOR_APP_ID", "4242"),
+        ("GITHUB_CONNECTOR_APP_PRIVATE_KEY", ""),
+    ]);
+    let out = run_within(work, &serve, &envs, within).await;
+    assert!(!out.status.success(), "served with an empty key: {out:?}");
+    assert!(
+        out.stderr.contains("GITHUB_CONNECTOR_APP_PRIVATE_KEY"),
+        "the message does not name GITHUB_CONNECTOR_APP_PRIVATE_KEY: {out:?}"
+    );
+    out.assert_no_panic();
+
+    // A key path that does not exist.
+    let missing = work.join("no-such-dir").join("app-key.pem");
+    let mut envs = backtraces.to_vec();
+    envs.extend([
+        ("GITHUB_CONNECTOR_APP_ID", "4242"),
+        ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&missing)),
+    ]);
+    let out = run_within(work, &serve, &envs, within).await;
+    assert!(
+        !out.status.success(),
+        "served with a missing key file: {out:?}"
+    );
+    assert!(
+        out.stderr.contains(str_arg(&missing)),
+        "the message does not name {}: {out:?}",
+        missing.display()
+    );
+    out.assert_no_panic();
+}
