@@ -7,11 +7,9 @@ mod common;
 
 use common::*;
 use connectord::ingress::signature::sign;
-use connectord::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::sync::Arc;
 
 /// GitHub's documented test vector.
 const GITHUB_VECTOR_SECRET: &str = "It's a Secret to Everybody";
@@ -23,26 +21,11 @@ const MIB: usize = 1024 * 1024;
 
 /// Starts the real application with `secret` as its current webhook secret.
 async fn spawn_app_with_secret(secret: &str) -> TestApp {
-    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-    let db_url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let mut settings = common::settings(&TestOptions::default(), &db_url);
-    settings.webhook_secret = secret.to_owned();
-    let app = Application::build(settings, None).await.expect("build app");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let admin_base = format!("http://127.0.0.1:{}", app.admin_port());
-    let store = app.store();
-    let shutdown = app.shutdown_token();
-    let handle = tokio::spawn(app.run_until_stopped());
-    TestApp {
-        base,
-        admin_base,
-        client: reqwest::Client::new(),
-        store,
-        shutdown,
-        db_url,
-        dir,
-        handle: Some(handle),
-    }
+    spawn_app_with(TestOptions {
+        webhook_secret: Some(secret.to_owned()),
+        ..Default::default()
+    })
+    .await
 }
 
 /// Headers of a well-formed delivery, signed with the test secret over `body`.

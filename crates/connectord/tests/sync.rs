@@ -13,7 +13,6 @@ mod common;
 
 use common::*;
 use connectord::github::GithubAppConfig;
-use connectord::startup::Application;
 use fake_github::{
     Endpoint, FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
 };
@@ -64,32 +63,11 @@ async fn spawn_synced_app_with(api_url: String, opts: TestOptions) -> TestApp {
         opts.reconciler.is_none(),
         "the real GitHub reconciler runs here"
     );
-    if std::env::var_os("TEST_LOG").is_some() {
-        connectord::telemetry::init_logging(false);
-    }
-    let dir = opts
-        .dir
-        .clone()
-        .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("tempdir")));
-    let db_url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let mut settings = common::settings(&opts, &db_url);
-    settings.github = Some(github_config(api_url));
-    let app = Application::build(settings, None).await.expect("build app");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let admin_base = format!("http://127.0.0.1:{}", app.admin_port());
-    let store = app.store();
-    let shutdown = app.shutdown_token();
-    let handle = tokio::spawn(app.run_until_stopped());
-    TestApp {
-        base,
-        admin_base,
-        client: reqwest::Client::new(),
-        store,
-        shutdown,
-        db_url,
-        dir,
-        handle: Some(handle),
-    }
+    spawn_app_with(TestOptions {
+        github: Some(github_config(api_url)),
+        ..opts
+    })
+    .await
 }
 
 /// Creates connector `installation` and a target on `main` of [`REPO`] with

@@ -222,15 +222,7 @@ impl GithubReconciler {
             Ok(r) => r,
             // Told to wait: the job waits too, rather than turning one call
             // into thousands of blob calls while rate limited.
-            Err(ApiError::RateLimited {
-                message,
-                retry_after,
-            }) => {
-                return Err(ReconcileError::RateLimited {
-                    message,
-                    retry_after,
-                });
-            }
+            Err(e @ ApiError::RateLimited { .. }) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "tarball download failed; fetching blobs one by one");
                 return Ok(HashMap::new());
@@ -351,15 +343,8 @@ impl Reconciler for GithubReconciler {
                             by_sha.insert(w.sha.clone(), b.clone());
                             b
                         }
-                        Err(ApiError::RateLimited {
-                            message,
-                            retry_after,
-                        }) => {
-                            return Err(ReconcileError::RateLimited {
-                                message,
-                                retry_after,
-                            });
-                        }
+                        // A rate limit stops the whole sync until the wait is over.
+                        Err(e @ ApiError::RateLimited { .. }) => return Err(e.into()),
                         Err(e) => {
                             failures.push(FileFailure {
                                 path: w.path.clone(),

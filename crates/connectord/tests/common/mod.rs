@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use connectord::config::Settings;
+use connectord::github::GithubAppConfig;
 use connectord::ingress::signature::sign;
 use connectord::queue::{LeasePolicy, RetryPolicy};
 use connectord::startup::Application;
@@ -47,6 +48,10 @@ pub struct TestOptions {
     pub previous_secret: Option<String>,
     /// Reuse a data directory (a restart after a crash).
     pub dir: Option<Arc<tempfile::TempDir>>,
+    /// Instead of [`SECRET`].
+    pub webhook_secret: Option<String>,
+    /// Sync through this GitHub (the fake); needs `reconciler: None`.
+    pub github: Option<GithubAppConfig>,
 }
 
 impl Default for TestOptions {
@@ -57,6 +62,8 @@ impl Default for TestOptions {
             separate_admin: false,
             previous_secret: None,
             dir: None,
+            webhook_secret: None,
+            github: None,
         }
     }
 }
@@ -85,12 +92,12 @@ pub fn settings(opts: &TestOptions, db_url: &str) -> Settings {
         listen: "127.0.0.1:0".into(),
         admin_listen: opts.separate_admin.then(|| "127.0.0.1:0".into()),
         database_url: db_url.to_owned(),
-        webhook_secret: SECRET.into(),
+        webhook_secret: opts.webhook_secret.clone().unwrap_or_else(|| SECRET.into()),
         webhook_secret_previous: opts.previous_secret.clone(),
         admin_token: ADMIN_TOKEN.into(),
         worker: opts.worker.clone(),
         delivery_body_retention: Duration::from_secs(7 * 86_400),
-        github: None,
+        github: opts.github.clone(),
     }
 }
 
