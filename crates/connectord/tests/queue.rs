@@ -479,7 +479,12 @@ async fn expired_lease_is_reclaimed_and_the_old_claim_is_fenced_out() {
         .await
         .expect("retry"));
     assert!(!store
-        .fail_job(&first, "late", t0 + 1600)
+        .fail_job(
+            &first,
+            "late",
+            connectord::store::models::FailureHealth::Failing,
+            t0 + 1600,
+        )
         .await
         .expect("fail"));
     assert!(!store.release_job(&first).await.expect("release"));

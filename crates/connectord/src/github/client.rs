@@ -21,6 +21,9 @@ pub enum ApiError {
     Permanent(String),
     #[error("{0}")]
     NotFound(String),
+    /// 401 even with a fresh token (or from the token endpoint itself).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{message}")]
     RateLimited {
         message: String,
@@ -219,6 +222,7 @@ pub async fn classify(res: Response, what: &str) -> ApiError {
     }
     match status {
         StatusCode::NOT_FOUND => ApiError::NotFound(msg),
+        StatusCode::UNAUTHORIZED => ApiError::Unauthorized(msg),
         s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => ApiError::Transient(msg),
         _ => ApiError::Permanent(msg),
     }

@@ -60,7 +60,9 @@ impl From<ApiError> for ReconcileError {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Transient(m) => ReconcileError::Transient(m),
-            ApiError::Permanent(m) | ApiError::NotFound(m) => ReconcileError::Permanent(m),
+            ApiError::Permanent(m) => ReconcileError::Permanent(m),
+            // The repository (or the installation) is gone or no longer ours.
+            ApiError::NotFound(m) | ApiError::Unauthorized(m) => ReconcileError::Inaccessible(m),
             ApiError::RateLimited {
                 message,
                 retry_after,

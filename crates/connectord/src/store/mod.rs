@@ -105,8 +105,14 @@ pub trait Store: Send + Sync + 'static {
         consume_attempt: bool,
         now: Millis,
     ) -> Result<bool>;
-    /// Ends the job and its sync event `failed`. Fenced.
-    async fn fail_job(&self, job: &ClaimedJob, error: &str, now: Millis) -> Result<bool>;
+    /// Ends the job and its sync event `failed`, and marks the target. Fenced.
+    async fn fail_job(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        health: FailureHealth,
+        now: Millis,
+    ) -> Result<bool>;
     /// Returns a claimed job untouched (shutdown before it ran). Fenced.
     async fn release_job(&self, job: &ClaimedJob) -> Result<bool>;
     /// Jobs whose lease expired go back to the queue (or fail when out of attempts).

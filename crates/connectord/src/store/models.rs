@@ -233,6 +233,15 @@ pub struct SyncEventFilter {
     pub status: Option<String>,
 }
 
+/// What a failed sync says about its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureHealth {
+    /// `failing`, unless the target already carries a more specific flag.
+    Failing,
+    /// `inaccessible`: the App cannot read the repository any more.
+    Inaccessible,
+}
+
 /// The worker's report of a finished reconciliation. `changes` are applied to
 /// the content store in the same transaction that completes the job.
 #[derive(Debug, Clone, Default)]

@@ -14,9 +14,13 @@ pub enum ReconcileError {
     /// Worth retrying with backoff (5xx, timeouts, connection errors).
     #[error("{0}")]
     Transient(String),
-    /// Retrying cannot help (repository gone, access revoked, bad request).
+    /// Retrying cannot help (bad request, missing branch, forbidden).
     #[error("{0}")]
     Permanent(String),
+    /// The App can no longer read the repository (404, or 401 after a token
+    /// refresh): fails at once and marks the target `inaccessible`.
+    #[error("{0}")]
+    Inaccessible(String),
     /// Told to wait (429, or 403 with `retry-after`): rescheduled after the
     /// wait without using up an attempt.
     #[error("rate limited: {message}")]

@@ -4,7 +4,7 @@
 
 use super::{ReconcileError, Reconciler};
 use crate::queue::{LeasePolicy, RetryPolicy};
-use crate::store::models::{now_ms, ClaimedJob};
+use crate::store::models::{now_ms, ClaimedJob, FailureHealth};
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,7 +156,7 @@ impl WorkerPool {
             Ok(r) if r.failures.is_empty() => "completed",
             Ok(_) => "partial",
             Err(ReconcileError::Transient(_)) => "transient_error",
-            Err(ReconcileError::Permanent(_)) => "failed",
+            Err(ReconcileError::Permanent(_) | ReconcileError::Inaccessible(_)) => "failed",
             Err(ReconcileError::RateLimited { .. }) => "rate_limited",
         };
         metrics::histogram!("connectord_job_duration_seconds", "outcome" => label)
@@ -188,7 +188,16 @@ impl WorkerPool {
         let now = now_ms();
         let kept = match result {
             Ok(r) => self.store.finish_job(job, &r, now).await?,
-            Err(ReconcileError::Permanent(msg)) => self.store.fail_job(job, &msg, now).await?,
+            Err(ReconcileError::Permanent(msg)) => {
+                self.store
+                    .fail_job(job, &msg, FailureHealth::Failing, now)
+                    .await?
+            }
+            Err(ReconcileError::Inaccessible(msg)) => {
+                self.store
+                    .fail_job(job, &msg, FailureHealth::Inaccessible, now)
+                    .await?
+            }
             Err(ReconcileError::RateLimited {
                 message,
                 retry_after,
@@ -201,7 +210,9 @@ impl WorkerPool {
             Err(ReconcileError::Transient(msg)) => {
                 if self.settings.retry.exhausted(job.attempt, job.max_attempts) {
                     let msg = format!("gave up after {} attempts: {msg}", job.attempt);
-                    self.store.fail_job(job, &msg, now).await?
+                    self.store
+                        .fail_job(job, &msg, FailureHealth::Failing, now)
+                        .await?
                 } else {
                     let delay = self
                         .settings

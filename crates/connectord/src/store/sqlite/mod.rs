@@ -225,10 +225,16 @@ impl Store for SqliteStore {
         Ok(ok)
     }
 
-    async fn fail_job(&self, job: &ClaimedJob, error: &str, now: Millis) -> Result<bool> {
+    async fn fail_job(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        health: FailureHealth,
+        now: Millis,
+    ) -> Result<bool> {
         let (job, error) = (job.clone(), error.to_owned());
         let ok = self
-            .write(move |c| async move { queue::fail(c, &job, &error, now).await }.boxed())
+            .write(move |c| async move { queue::fail(c, &job, &error, health, now).await }.boxed())
             .await?;
         self.jobs_ready.notify_waiters();
         Ok(ok)

@@ -157,6 +157,7 @@ pub async fn fail(
     conn: &mut SqliteConnection,
     job: &ClaimedJob,
     error: &str,
+    health: FailureHealth,
     now: Millis,
 ) -> Result<bool> {
     if !finish(conn, job, Some(error), now).await? {
@@ -167,6 +168,7 @@ pub async fn fail(
         &job.job.connector_sync_event_id,
         &job.job.connector_target_id,
         error,
+        health,
         now,
     )
     .await?;
@@ -178,6 +180,7 @@ async fn fail_event(
     event_id: &str,
     target_id: &str,
     error: &str,
+    health: FailureHealth,
     now: Millis,
 ) -> Result<()> {
     sqlx::query(
@@ -189,14 +192,20 @@ async fn fail_event(
     .bind(event_id)
     .execute(&mut *conn)
     .await?;
-    // Health flags that say more than "failing" (deleted branch, lost access) stay.
-    sqlx::query(
-        "UPDATE connector_target SET health = 'failing', updated_at = ? WHERE id = ? AND health IN ('pending', 'ok')",
-    )
-    .bind(now)
-    .bind(target_id)
-    .execute(&mut *conn)
-    .await?;
+    // Flags that say more than "failing" (deleted branch, lost access) stay.
+    let sql = match health {
+        FailureHealth::Failing => {
+            "UPDATE connector_target SET health = 'failing', updated_at = ? WHERE id = ? AND health IN ('pending', 'ok')"
+        }
+        FailureHealth::Inaccessible => {
+            "UPDATE connector_target SET health = 'inaccessible', updated_at = ? WHERE id = ? AND health <> 'branch_deleted'"
+        }
+    };
+    sqlx::query(sql)
+        .bind(now)
+        .bind(target_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -276,7 +285,16 @@ pub async fn rescue(conn: &mut SqliteConnection, now: Millis) -> Result<u64> {
                 .bind(&id)
                 .execute(&mut *conn)
                 .await?;
-            fail_event(conn, &event_id, row.try_get("target_id")?, msg, now).await?;
+            let target_id: String = row.try_get("target_id")?;
+            fail_event(
+                conn,
+                &event_id,
+                &target_id,
+                msg,
+                FailureHealth::Failing,
+                now,
+            )
+            .await?;
         } else {
             sqlx::query(
                 "UPDATE sync_job SET state = 'retryable', run_at = ?, last_error = ?, lease_owner = NULL, \
