@@ -291,7 +291,12 @@ async fn metrics(State(app): State<AppState>) -> Response {
     app.metrics.render().into_response()
 }
 
-/// Drops retained delivery bodies past their retention, hourly.
+/// How long pushes are remembered for the stale-push rule: GitHub redelivers
+/// for at most 3 days (7 on GitHub Enterprise Server).
+const PUSH_HISTORY: Duration = Duration::from_secs(14 * 86_400);
+
+/// Hourly: drops retained delivery bodies past their retention, and push
+/// history past [`PUSH_HISTORY`].
 async fn clean_bodies(
     store: Arc<dyn Store>,
     retention: Duration,
@@ -303,6 +308,10 @@ async fn clean_bodies(
             Ok(0) => {}
             Ok(n) => tracing::info!(deliveries = n, "dropped delivery bodies past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning delivery bodies failed"),
+        }
+        let cutoff = crate::store::models::now_ms() - PUSH_HISTORY.as_millis() as i64;
+        if let Err(e) = store.prune_push_history(cutoff).await {
+            tracing::warn!(error = %e, "pruning push history failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

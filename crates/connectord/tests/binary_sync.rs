@@ -10,20 +10,17 @@
 //! Every wait is bounded, every child is killed when its guard drops (even
 //! when a test panics), and no setting leaks in from the host environment.
 
+mod common;
+
+use common::process::{run, run_within, str_arg, Out, Server};
 use fake_github::{FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_connectord");
 /// How long `serve` may take to answer /healthz (a loaded 2-core machine).
 const STARTUP: Duration = Duration::from_secs(20);
-/// How long one CLI invocation may take.
-const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a sync may take to reach a final status.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -34,225 +31,6 @@ const REPO_ID: i64 = 1001;
 const WEBHOOK_SECRET: &str = "binary-sync-webhook-secret-0123456789";
 const ADMIN_TOKEN: &str = "binary-sync-admin-token-0123456789abcdef";
 const FINAL: &[&str] = &["completed", "partial", "failed", "superseded", "cancelled"];
-
-/// Environment variables a host could set that change what the binary does.
-fn host_vars_to_clear() -> Vec<String> {
-    let mut vars: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| {
-            k.starts_with("CONNECTORD_")
-                || k.starts_with("GITHUB_CONNECTOR_")
-                || k == "GITHUB_API_URL"
-        })
-        .collect();
-    for known in [
-        "CONNECTORD_LISTEN",
-        "CONNECTORD_ADMIN_LISTEN",
-        "CONNECTORD_DATA_DIR",
-        "CONNECTORD_DATABASE_URL",
-        "CONNECTORD_WORKERS",
-        "CONNECTORD_MAX_ATTEMPTS",
-        "CONNECTORD_LEASE_SECONDS",
-        "CONNECTORD_DELIVERY_BODY_RETENTION_DAYS",
-        "CONNECTORD_ADMIN_TOKEN",
-        "CONNECTORD_ADMIN_URL",
-        "CONNECTORD_WEBHOOK_URL",
-        "CONNECTORD_LOG_JSON",
-        "CONNECTORD_TARBALL_THRESHOLD",
-        "GITHUB_CONNECTOR_APP_ID",
-        "GITHUB_CONNECTOR_APP_PRIVATE_KEY",
-        "GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH",
-        "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET",
-        "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET_PREVIOUS",
-        "GITHUB_API_URL",
-        "RUST_LOG",
-        "RUST_BACKTRACE",
-        "RUST_LIB_BACKTRACE",
-    ] {
-        vars.push(known.to_owned());
-    }
-    vars
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().unwrap().port()
-}
-
-fn str_arg(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 temp path")
-}
-
-/// The result of one finished CLI run; stdout kept as raw bytes.
-#[derive(Debug)]
-struct Out {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Out {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    fn ok(self, what: &str) -> Self {
-        assert!(
-            self.status.success(),
-            "`{what}`: expected success, got {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.text(),
-            self.stderr
-        );
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.text()))
-    }
-
-    /// `deliver` prints a status line, then the answer body.
-    fn status_line_and_body(&self) -> (String, Value) {
-        let text = self.text();
-        let (line, rest) = text
-            .split_once('\n')
-            .unwrap_or_else(|| panic!("no status line in:\n{text}"));
-        let body = serde_json::from_str(rest.trim())
-            .unwrap_or_else(|e| panic!("answer body is not JSON ({e}):\n{text}"));
-        (line.trim().to_owned(), body)
-    }
-
-    fn assert_no_panic(&self) {
-        for text in [&self.text(), &self.stderr] {
-            let lower = text.to_lowercase();
-            assert!(
-                !lower.contains("panicked") && !lower.contains("backtrace"),
-                "a panic or a backtrace was printed:\nstdout:\n{}\nstderr:\n{}",
-                self.text(),
-                self.stderr
-            );
-        }
-    }
-}
-
-/// Runs the binary to completion (bounded by `within`) in `work`.
-async fn run_within(work: &Path, args: &[&str], envs: &[(&str, &str)], within: Duration) -> Out {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.current_dir(work).kill_on_drop(true);
-    for var in host_vars_to_clear() {
-        cmd.env_remove(var);
-    }
-    cmd.args(args)
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn connectord");
-    let output = tokio::time::timeout(within, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("`connectord {}` did not finish in time", args.join(" ")))
-        .expect("wait for connectord");
-    Out {
-        status: output.status,
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// A running `connectord serve`; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Starts `serve` on a free port with the data directory `data` and the
-    /// environment `envs`, and waits until /healthz answers. Retries with
-    /// another port if that one was taken between choosing and binding it.
-    async fn start(work: &Path, data: &Path, envs: &[(&str, &str)]) -> Self {
-        for attempt in 0..3 {
-            let port = free_port();
-            let listen = format!("127.0.0.1:{port}");
-            let log = work.join(format!("serve-{attempt}.log"));
-            let mut cmd = std::process::Command::new(BIN);
-            cmd.current_dir(work);
-            for var in host_vars_to_clear() {
-                cmd.env_remove(var);
-            }
-            cmd.arg("serve")
-                .args(["--listen", &listen])
-                .arg("--data-dir")
-                .arg(data)
-                .envs(envs.iter().copied())
-                .stdin(Stdio::null())
-                .stdout(File::create(log.with_extension("out")).unwrap())
-                .stderr(File::create(&log).unwrap());
-            let child = cmd.spawn().expect("spawn connectord serve");
-            let mut server = Server { child, port, log };
-            match server.wait_healthy().await {
-                Ok(()) => return server,
-                Err(log) if log.contains("in use") => continue,
-                Err(log) => panic!("connectord serve did not come up:\n{log}"),
-            }
-        }
-        panic!("could not find a free port for connectord serve");
-    }
-
-    async fn wait_healthy(&mut self) -> Result<(), String> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        let url = format!("{}/healthz", self.base());
-        let deadline = Instant::now() + STARTUP;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("exited with {status}:\n{}", self.log_text()));
-            }
-            if let Ok(res) = client.get(&url).send().await {
-                if res.status() == StatusCode::OK {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(format!(
-            "no answer on /healthz within {STARTUP:?}:\n{}",
-            self.log_text()
-        ))
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn webhook_url(&self) -> String {
-        format!("{}/v1/webhooks/connectors/github", self.base())
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics (with the server's log) if the server has exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "connectord serve exited with {status}:\n{}",
-                self.log_text()
-            );
-        }
-    }
-}
 
 /// Runs admin CLI subcommands against one server, with the admin token and
 /// the webhook secret given through the environment.
@@ -279,21 +57,20 @@ impl<'a> Cli<'a> {
             all.extend_from_slice(&["--admin-url", &self.admin_url]);
         }
         all.extend_from_slice(&["--data-dir", &self.data]);
-        run_within(
+        run(
             self.work,
             &all,
             &[
                 ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
                 ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
             ],
-            CLI_TIMEOUT,
         )
         .await
     }
 
     /// As [`Self::try_run`]; it must succeed.
     async fn run(&self, args: &[&str]) -> Out {
-        self.try_run(args).await.ok(&args.join(" "))
+        self.try_run(args).await.ok_for(&args.join(" "))
     }
 
     async fn json(&self, args: &[&str]) -> Value {
@@ -401,7 +178,7 @@ impl<'a> Cli<'a> {
     async fn document(&self, target: &str, path: &str) -> Vec<u8> {
         self.run(&["documents", "get", "--target", target, "--path", path])
             .await
-            .stdout
+            .stdout_bytes
     }
 }
 
@@ -546,9 +323,10 @@ async fn serve_syncs_a_repository_through_the_github_app_end_to_end() {
     std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
     let app_id = APP_ID.to_string();
     let api_url = fake.base_url();
-    let mut server = Server::start(
+    let mut server = Server::start_within(
         work,
         &data,
+        &[],
         &[
             ("GITHUB_CONNECTOR_APP_ID", app_id.as_str()),
             ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&key_path)),
@@ -558,6 +336,7 @@ async fn serve_syncs_a_repository_through_the_github_app_end_to_end() {
             ("CONNECTORD_WORKERS", "2"),
             ("CONNECTORD_LEASE_SECONDS", "30"),
         ],
+        STARTUP,
     )
     .await;
     let log = server.log_text();
@@ -714,13 +493,15 @@ async fn serve_without_github_credentials_leaves_syncs_queued_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
     let data = work.join("data");
-    let mut server = Server::start(
+    let mut server = Server::start_within(
         work,
         &data,
+        &[],
         &[
             ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
             ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
+        STARTUP,
     )
     .await;
     let log = server.log_text();

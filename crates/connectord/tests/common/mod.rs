@@ -3,6 +3,8 @@
 //! `spawn_app()`: the real application on port 0 with a fresh SQLite
 //! database per test, plus typed helpers for the webhook and the admin API.
 
+pub mod process;
+
 use async_trait::async_trait;
 use connectord::config::Settings;
 use connectord::github::GithubAppConfig;

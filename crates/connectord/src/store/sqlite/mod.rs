@@ -112,6 +112,31 @@ impl SqliteStore {
         self.writer.write(f).await
     }
 
+    /// Runs `sql` (which touches at most a batch of rows older than `before`)
+    /// until it touches none, one write unit per batch, so a large backlog
+    /// never holds the writer for long.
+    async fn prune_in_batches(&self, sql: &'static str, before: Millis) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .write(move |c| {
+                    async move {
+                        Ok(sqlx::query(sql)
+                            .bind(before)
+                            .execute(c)
+                            .await?
+                            .rows_affected())
+                    }
+                    .boxed()
+                })
+                .await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
     async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
         Ok(self.read.acquire().await?)
     }
@@ -170,16 +195,20 @@ impl Store for SqliteStore {
     }
 
     async fn prune_delivery_bodies(&self, before: Millis) -> Result<u64> {
-        self.write(move |c| {
-            async move {
-                Ok(sqlx::query("UPDATE webhook_delivery SET body = NULL WHERE body IS NOT NULL AND received_at < ?")
-                    .bind(before)
-                    .execute(c)
-                    .await?
-                    .rows_affected())
-            }
-            .boxed()
-        })
+        self.prune_in_batches(
+            "UPDATE webhook_delivery SET body = NULL WHERE seq IN \
+             (SELECT seq FROM webhook_delivery WHERE body IS NOT NULL AND received_at < ? LIMIT 500)",
+            before,
+        )
+        .await
+    }
+
+    async fn prune_push_history(&self, before: Millis) -> Result<u64> {
+        self.prune_in_batches(
+            "DELETE FROM target_push WHERE rowid IN \
+             (SELECT rowid FROM target_push WHERE received_at < ? LIMIT 500)",
+            before,
+        )
         .await
     }
 
