@@ -36,6 +36,7 @@ async fn run(
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::connect_with_batch(&url, 8, max_batch).await?);
     let settings = Settings {
+        role: connectord::config::Role::All,
         listen: "127.0.0.1:0".into(),
         admin_listen: None,
         database_url: url,

@@ -62,6 +62,7 @@ async fn app(
     tarball_threshold: usize,
 ) -> anyhow::Result<(Arc<dyn Store>, tokio_util::sync::CancellationToken)> {
     let settings = Settings {
+        role: connectord::config::Role::All,
         listen: "127.0.0.1:0".into(),
         admin_listen: None,
         database_url: format!("sqlite://{}", dir.join("bench.db").display()),

@@ -9,9 +9,23 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What a `serve` process does. Ingress and workers scale separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Webhook, admin API and workers.
+    All,
+    /// Webhook and admin API; no workers.
+    Ingress,
+    /// Workers only; the listener serves /healthz, /readyz and /metrics.
+    Worker,
+}
+
 // No `Debug`: it holds secrets.
 #[derive(Clone, Args)]
 pub struct ServeArgs {
+    /// `all`, `ingress` (webhook + admin API) or `worker` (sync jobs; health and metrics only).
+    #[arg(long, env = "CONNECTORD_ROLE", value_enum, default_value = "all")]
+    pub role: Role,
     /// Address of the public listener (webhook, health, metrics; and the admin API unless --admin-listen is set).
     #[arg(long, env = "CONNECTORD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -129,6 +143,7 @@ impl StoreArgs {
 /// Resolved settings. Tests build these directly. No `Debug`: it holds secrets.
 #[derive(Clone)]
 pub struct Settings {
+    pub role: Role,
     pub listen: String,
     pub admin_listen: Option<String>,
     pub database_url: String,
@@ -148,32 +163,23 @@ impl ServeArgs {
         // Refuse settings we cannot run with before writing secrets anywhere.
         crate::startup::check_database_url(&self.store.database_url())?;
         let github = self.github.clone().into_config()?;
-        let dir = &self.store.data_dir;
-        let (webhook_secret, ws) =
-            secrets::resolve(self.webhook_secret, dir, secrets::WEBHOOK_SECRET_FILE)?;
-        let (admin_token, at) = secrets::resolve(self.admin_token, dir, secrets::ADMIN_TOKEN_FILE)?;
-        announce(
-            ws,
-            &secrets::path_in(dir, secrets::WEBHOOK_SECRET_FILE),
-            "a webhook secret",
-        );
-        announce(
-            at,
-            &secrets::path_in(dir, secrets::ADMIN_TOKEN_FILE),
-            "an admin token",
-        );
-        if ws == Source::Generated {
-            eprintln!(
-                "connectord: enter the webhook secret in your GitHub App (Settings > Developer settings > GitHub Apps > \
-                 your app > Webhook secret), with the webhook URL http(s)://<this host>/v1/webhooks/connectors/github. \
-                 Copy it from the file above; it is never printed."
-            );
-        }
+        // A worker serves no webhook and no admin API: it needs neither secret.
+        let (webhook_secret, admin_token) = if self.role == Role::Worker {
+            (String::new(), String::new())
+        } else {
+            self.resolve_secrets()?
+        };
         let retry = RetryPolicy {
             max_attempts: self.max_attempts.max(1),
             ..RetryPolicy::default()
         };
+        if self.role == Role::Worker && github.is_none() {
+            anyhow::bail!(
+                "--role worker runs sync jobs and needs the GitHub App: set GITHUB_CONNECTOR_APP_ID and a private key"
+            );
+        }
         Ok(Settings {
+            role: self.role,
             listen: self.listen,
             admin_listen: self.admin_listen,
             database_url: self.store.database_url(),
@@ -191,6 +197,37 @@ impl ServeArgs {
                 self.delivery_body_retention_days * 86_400,
             ),
         })
+    }
+
+    /// The webhook secret and admin token (generated on first start), with a
+    /// note of where they are kept; never their values.
+    fn resolve_secrets(&self) -> anyhow::Result<(String, String)> {
+        let dir = &self.store.data_dir;
+        let (webhook_secret, ws) = secrets::resolve(
+            self.webhook_secret.clone(),
+            dir,
+            secrets::WEBHOOK_SECRET_FILE,
+        )?;
+        let (admin_token, at) =
+            secrets::resolve(self.admin_token.clone(), dir, secrets::ADMIN_TOKEN_FILE)?;
+        announce(
+            ws,
+            &secrets::path_in(dir, secrets::WEBHOOK_SECRET_FILE),
+            "a webhook secret",
+        );
+        announce(
+            at,
+            &secrets::path_in(dir, secrets::ADMIN_TOKEN_FILE),
+            "an admin token",
+        );
+        if ws == Source::Generated {
+            eprintln!(
+                "connectord: enter the webhook secret in your GitHub App (Settings > Developer settings > GitHub Apps > \
+                 your app > Webhook secret), with the webhook URL http(s)://<this host>/v1/webhooks/connectors/github. \
+                 Copy it from the file above; it is never printed."
+            );
+        }
+        Ok((webhook_secret, admin_token))
     }
 }
 

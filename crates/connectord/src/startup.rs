@@ -2,7 +2,7 @@
 //! run the real app), the store, the worker pool and the retention cleaner,
 //! all stopped by one cancellation token.
 
-use crate::config::Settings;
+use crate::config::{Role, Settings};
 use crate::github::auth::AppAuth;
 use crate::github::client::GithubClient;
 use crate::github::reconciler::GithubReconciler;
@@ -40,6 +40,7 @@ pub struct Application {
     admin_listener: Option<TcpListener>,
     state: AppState,
     workers: Option<WorkerPool>,
+    role: Role,
     body_retention: Duration,
     shutdown: CancellationToken,
 }
@@ -65,12 +66,12 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let admin_listener = match &settings.admin_listen {
-            Some(addr) => Some(
+            Some(addr) if settings.role != Role::Worker => Some(
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?,
             ),
-            None => None,
+            _ => None,
         };
         let state = AppState {
             store: store.clone(),
@@ -90,6 +91,7 @@ impl Application {
             (None, None) => None,
         };
         let workers = match reconciler {
+            _ if settings.role == Role::Ingress => None,
             Some(r) if settings.worker.concurrency > 0 => {
                 Some(WorkerPool::new(store, r, settings.worker.clone()))
             }
@@ -110,6 +112,7 @@ impl Application {
             admin_listener,
             state,
             workers,
+            role: settings.role,
             body_retention: settings.delivery_body_retention,
             shutdown: CancellationToken::new(),
         })
@@ -141,6 +144,7 @@ impl Application {
             admin_listener,
             state,
             workers,
+            role,
             body_retention,
             shutdown,
         } = self;
@@ -152,6 +156,11 @@ impl Application {
         let admin = admin::router(state.clone());
         let mut servers = tokio::task::JoinSet::new();
         match admin_listener {
+            // A worker serves nothing but its health and metrics.
+            _ if role == Role::Worker => {
+                tracing::info!(address = %listener.local_addr()?, "worker: serving /healthz, /readyz and /metrics");
+                servers.spawn(serve(listener, health, state.clone(), shutdown.clone()));
+            }
             Some(admin_listener) => {
                 tracing::info!(address = %listener.local_addr()?, "serving the webhook");
                 tracing::info!(address = %admin_listener.local_addr()?, "serving the admin API");
@@ -180,11 +189,13 @@ impl Application {
                 Ok(())
             });
         }
-        servers.spawn(clean_bodies(
-            state.store.clone(),
-            body_retention,
-            shutdown.clone(),
-        ));
+        if role != Role::Worker {
+            servers.spawn(clean_bodies(
+                state.store.clone(),
+                body_retention,
+                shutdown.clone(),
+            ));
+        }
         let mut result = Ok(());
         while let Some(joined) = servers.join_next().await {
             let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);

@@ -54,6 +54,7 @@ pub struct TestOptions {
     pub webhook_secret: Option<String>,
     /// Sync through this GitHub (the fake); needs `reconciler: None`.
     pub github: Option<GithubAppConfig>,
+    pub role: connectord::config::Role,
 }
 
 impl Default for TestOptions {
@@ -66,6 +67,7 @@ impl Default for TestOptions {
             dir: None,
             webhook_secret: None,
             github: None,
+            role: connectord::config::Role::All,
         }
     }
 }
@@ -91,6 +93,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub fn settings(opts: &TestOptions, db_url: &str) -> Settings {
     Settings {
+        role: opts.role,
         listen: "127.0.0.1:0".into(),
         admin_listen: opts.separate_admin.then(|| "127.0.0.1:0".into()),
         database_url: db_url.to_owned(),
