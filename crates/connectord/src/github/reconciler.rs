@@ -15,6 +15,7 @@ use crate::store::Store;
 use crate::sync::{ReconcileError, Reconciler};
 use async_trait::async_trait;
 use base64::Engine;
+use futures::StreamExt;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -22,6 +23,10 @@ use std::time::Duration;
 
 /// Tries per blob before it is reported as a per-file failure.
 const BLOB_TRIES: u32 = 3;
+
+/// Blob downloads in flight per sync: well under GitHub's 100 concurrent
+/// requests, and gentle on its secondary rate limits.
+const BLOB_CONCURRENCY: usize = 8;
 
 pub struct GithubReconciler {
     client: Arc<GithubClient>,
@@ -201,6 +206,36 @@ impl GithubReconciler {
         Err(last.unwrap_or_else(|| ApiError::Transient(format!("blob {sha}: no answer"))))
     }
 
+    /// Downloads each distinct blob once, a few at a time. A rate limit on
+    /// any of them stops the whole sync until the wait is over; other errors
+    /// stay per blob (they become per-file failures).
+    async fn fetch_blobs(
+        &self,
+        installation: i64,
+        repo: &str,
+        shas: Vec<&str>,
+    ) -> Result<HashMap<String, Result<Vec<u8>, ApiError>>, ReconcileError> {
+        // Owned items: borrowed ones trip the compiler's higher-ranked
+        // inference for the `Send` future async_trait requires.
+        let unique: HashSet<String> = shas.into_iter().map(str::to_owned).collect();
+        let fetched: Vec<(String, Result<Vec<u8>, ApiError>)> = futures::stream::iter(unique)
+            .map(|sha: String| async move {
+                let result = self.fetch_blob(installation, repo, &sha).await;
+                (sha, result)
+            })
+            .buffer_unordered(BLOB_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = HashMap::with_capacity(fetched.len());
+        for (sha, result) in fetched {
+            if let Err(e @ ApiError::RateLimited { .. }) = result {
+                return Err(e.into());
+            }
+            out.insert(sha, result);
+        }
+        Ok(out)
+    }
+
     async fn fetch_tarball(
         &self,
         installation: i64,
@@ -331,33 +366,39 @@ impl Reconciler for GithubReconciler {
         } else {
             HashMap::new()
         };
-        let mut by_sha: HashMap<String, Vec<u8>> = HashMap::new();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|w| !contents.contains_key(&w.path))
+            .map(|w| w.sha.as_str())
+            .collect();
+        let by_sha = self.fetch_blobs(installation, &repo, missing).await?;
         let mut failures = vec![];
         let mut changes = vec![];
         let mut counts = SyncCounts::default();
         for w in &wanted {
-            let bytes = match contents.remove(&w.path) {
-                Some(b) => b,
-                None => match by_sha.get(&w.sha) {
-                    Some(b) => b.clone(),
-                    None => match self.fetch_blob(installation, &repo, &w.sha).await {
-                        Ok(b) => {
-                            by_sha.insert(w.sha.clone(), b.clone());
-                            b
-                        }
-                        // A rate limit stops the whole sync until the wait is over.
-                        Err(e @ ApiError::RateLimited { .. }) => return Err(e.into()),
-                        Err(e) => {
-                            failures.push(FileFailure {
-                                path: w.path.clone(),
-                                message: e.to_string(),
-                            });
-                            // Keep what is stored: the next sync retries it.
-                            keep.insert(w.path.clone());
-                            continue;
-                        }
-                    },
-                },
+            let fetched = match contents.remove(&w.path) {
+                Some(b) => Ok(b),
+                None => by_sha
+                    .get(&w.sha)
+                    .map(|r| r.clone())
+                    .unwrap_or_else(|| {
+                        Err(ApiError::Transient(format!(
+                            "blob {} was not fetched",
+                            w.sha
+                        )))
+                    }),
+            };
+            let bytes = match fetched {
+                Ok(b) => b,
+                Err(e) => {
+                    failures.push(FileFailure {
+                        path: w.path.clone(),
+                        message: e.to_string(),
+                    });
+                    // Keep what is stored: the next sync retries it.
+                    keep.insert(w.path.clone());
+                    continue;
+                }
             };
             if bytes.len() < 1024 && bytes.starts_with(LFS_HEADER) {
                 skip("lfs_pointer");
