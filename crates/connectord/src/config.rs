@@ -90,7 +90,7 @@ pub struct GithubArgs {
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
     /// Above this many files to download in one sync, fetch one tarball instead of blob by blob.
-    #[arg(long, env = "CONNECTORD_TARBALL_THRESHOLD", default_value_t = 16)]
+    #[arg(long, env = "CONNECTORD_TARBALL_THRESHOLD", default_value_t = 64)]
     pub tarball_threshold: usize,
 }
 

@@ -378,15 +378,12 @@ impl Reconciler for GithubReconciler {
         for w in &wanted {
             let fetched = match contents.remove(&w.path) {
                 Some(b) => Ok(b),
-                None => by_sha
-                    .get(&w.sha)
-                    .map(|r| r.clone())
-                    .unwrap_or_else(|| {
-                        Err(ApiError::Transient(format!(
-                            "blob {} was not fetched",
-                            w.sha
-                        )))
-                    }),
+                None => by_sha.get(&w.sha).cloned().unwrap_or_else(|| {
+                    Err(ApiError::Transient(format!(
+                        "blob {} was not fetched",
+                        w.sha
+                    )))
+                }),
             };
             let bytes = match fetched {
                 Ok(b) => b,

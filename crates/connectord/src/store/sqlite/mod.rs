@@ -6,6 +6,7 @@ mod admin;
 mod content;
 mod enqueue;
 mod ingest;
+mod lifecycle;
 mod queue;
 mod writer;
 

@@ -1,0 +1,258 @@
+//! Applying lifecycle deliveries (`installation`, `installation_repositories`,
+//! `repository`) to connectors and targets, inside the delivery's write unit.
+
+use super::enqueue::{cancel_pending, enqueue, Enqueued, Trigger};
+use super::ingest::{Applied, Ctx, TargetRef, TARGET_REF_SELECT};
+use crate::ingress::dispatch::*;
+use crate::store::models::*;
+use crate::store::Result;
+use sqlx::SqliteConnection;
+
+pub(super) async fn apply_installation(
+    conn: &mut SqliteConnection,
+    ctx: &Ctx<'_>,
+    p: &InstallationPlan,
+) -> Result<Applied> {
+    let status = match p.action {
+        InstallationAction::Deleted => "deleted",
+        InstallationAction::Suspend => "suspended",
+        InstallationAction::Created | InstallationAction::Unsuspend => "active",
+        InstallationAction::NewPermissionsAccepted => "", // unchanged
+    };
+    let permissions = p.permissions.as_ref().map(|v| v.to_string());
+    let connector_id: String = sqlx::query_scalar(
+        "INSERT INTO connector_instance (id, installation_id, account_login, status, repository_selection, \
+         permissions, created_at, updated_at) VALUES (?1, ?2, ?3, coalesce(nullif(?4, ''), 'active'), ?5, ?6, ?7, ?7) \
+         ON CONFLICT (installation_id) DO UPDATE SET \
+           account_login = coalesce(excluded.account_login, account_login), \
+           status = coalesce(nullif(?4, ''), status), \
+           repository_selection = coalesce(excluded.repository_selection, repository_selection), \
+           permissions = coalesce(excluded.permissions, permissions), \
+           updated_at = excluded.updated_at \
+         RETURNING id",
+    )
+    .bind(new_id("con"))
+    .bind(p.installation_id)
+    .bind(&p.account_login)
+    .bind(status)
+    .bind(&p.repository_selection)
+    .bind(permissions)
+    .bind(ctx.now)
+    .fetch_one(&mut *conn)
+    .await?;
+
+    let mut events = vec![];
+    match p.action {
+        InstallationAction::Deleted => {
+            let ids = set_target_status(
+                conn,
+                &connector_id,
+                "status IN ('active', 'inaccessible')",
+                "inactive",
+                None,
+                ctx.now,
+            )
+            .await?;
+            for id in ids {
+                cancel_pending(conn, &id, "cancelled", ctx.now).await?;
+            }
+        }
+        InstallationAction::Created => {
+            // A reinstall resumes tracking what the earlier installation tracked.
+            let ids = set_target_status(
+                conn,
+                &connector_id,
+                "status = 'inactive'",
+                "active",
+                None,
+                ctx.now,
+            )
+            .await?;
+            events = resync(conn, ctx, &ids).await?;
+        }
+        _ => {}
+    }
+    Ok(Applied::accepted(events))
+}
+
+pub(super) async fn apply_installation_repositories(
+    conn: &mut SqliteConnection,
+    ctx: &Ctx<'_>,
+    p: &InstallationRepositoriesPlan,
+) -> Result<Applied> {
+    let connector_id: Option<String> =
+        sqlx::query_scalar("SELECT id FROM connector_instance WHERE installation_id = ?")
+            .bind(p.installation_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(connector_id) = connector_id else {
+        return Ok(Applied::ignored("untracked_installation"));
+    };
+    let mut changed = false;
+    let removed = repo_match_clause(&p.removed);
+    if !p.removed.is_empty() {
+        let ids = set_target_status(
+            conn,
+            &connector_id,
+            &format!("status = 'active' AND {removed}"),
+            "inaccessible",
+            Some("inaccessible"),
+            ctx.now,
+        )
+        .await?;
+        for id in &ids {
+            cancel_pending(conn, id, "cancelled", ctx.now).await?;
+        }
+        changed |= !ids.is_empty();
+    }
+    let mut events = vec![];
+    if !p.added.is_empty() {
+        let added = repo_match_clause(&p.added);
+        let ids = set_target_status(
+            conn,
+            &connector_id,
+            &format!("status = 'inaccessible' AND {added}"),
+            "active",
+            Some("pending"),
+            ctx.now,
+        )
+        .await?;
+        changed |= !ids.is_empty();
+        events = resync(conn, ctx, &ids).await?;
+    }
+    Ok(Applied::accepted_if(changed, events))
+}
+
+/// `(repository_id IN (...) OR (repository_id IS NULL AND lower(name) IN (...)))`
+/// built from integers and JSON-quoted names only, so nothing from the payload
+/// reaches SQL unescaped.
+fn repo_match_clause(repos: &[RepoRef]) -> String {
+    let ids: Vec<String> = repos.iter().map(|r| r.id.to_string()).collect();
+    let names: Vec<String> = repos
+        .iter()
+        .filter_map(|r| r.full_name.as_ref())
+        .map(|n| format!("'{}'", n.to_lowercase().replace('\'', "''")))
+        .collect();
+    let names = if names.is_empty() {
+        "NULL".to_owned()
+    } else {
+        names.join(", ")
+    };
+    format!(
+        "(repository_id IN ({}) OR (repository_id IS NULL AND lower(repository_full_name) IN ({names})))",
+        if ids.is_empty() { "NULL".to_owned() } else { ids.join(", ") }
+    )
+}
+
+/// Moves the connector's targets matching `condition` to `status` (and
+/// optionally `health`), returning their ids.
+async fn set_target_status(
+    conn: &mut SqliteConnection,
+    connector_id: &str,
+    condition: &str,
+    status: &str,
+    health: Option<&str>,
+    now: Millis,
+) -> Result<Vec<String>> {
+    let sql = format!(
+        "UPDATE connector_target SET status = ?, health = coalesce(?, health), updated_at = ? \
+         WHERE connector_id = ? AND {condition} RETURNING id"
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(status)
+        .bind(health)
+        .bind(now)
+        .bind(connector_id)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+async fn resync(
+    conn: &mut SqliteConnection,
+    ctx: &Ctx<'_>,
+    target_ids: &[String],
+) -> Result<Vec<String>> {
+    let mut events = vec![];
+    for id in target_ids {
+        let t: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = ?"))
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let (Enqueued::New(e) | Enqueued::Existing(e)) =
+            enqueue(conn, ctx, &t, None, Trigger::Resync).await?;
+        events.push(e);
+    }
+    Ok(events)
+}
+
+pub(super) async fn apply_repository(
+    conn: &mut SqliteConnection,
+    p: &RepositoryPlan,
+    now: Millis,
+) -> Result<Applied> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM connector_target WHERE repository_id = ? AND status NOT IN ('removed', 'deleted') \
+         AND (?2 IS NULL OR connector_id IN (SELECT id FROM connector_instance WHERE installation_id = ?2))",
+    )
+    .bind(p.repository_id)
+    .bind(p.installation_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok(Applied::ignored("no_matching_targets"));
+    }
+    let ids_json = serde_json::to_string(&ids).unwrap_or_default();
+    match &p.action {
+        RepositoryAction::Moved { full_name } => {
+            rename_targets(conn, &ids_json, full_name, now).await?;
+        }
+        RepositoryAction::Archived(archived) => {
+            sqlx::query(
+                "UPDATE connector_target SET archived = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(archived)
+            .bind(now)
+            .bind(&ids_json)
+            .execute(&mut *conn)
+            .await?;
+        }
+        RepositoryAction::Deleted => {
+            sqlx::query(
+                "UPDATE connector_target SET status = 'deleted', updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(now)
+            .bind(&ids_json)
+            .execute(&mut *conn)
+            .await?;
+            for id in &ids {
+                cancel_pending(conn, id, "cancelled", now).await?;
+            }
+        }
+    }
+    Ok(Applied::accepted(vec![]))
+}
+
+/// Gives the targets (a JSON array of ids) the repository's current name.
+/// A target whose new name would collide with another target of the same
+/// connector, branch and prefix (one added by that name) keeps its old name:
+/// it is matched by repository id anyway, and the delivery must still commit.
+pub(super) async fn rename_targets(
+    conn: &mut SqliteConnection,
+    ids_json: &str,
+    full_name: &str,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE connector_target AS t SET repository_full_name = ?1, updated_at = ?2 \
+         WHERE t.id IN (SELECT value FROM json_each(?3)) AND t.repository_full_name <> ?1 \
+         AND NOT EXISTS (SELECT 1 FROM connector_target o WHERE o.id <> t.id AND o.status <> 'removed' \
+             AND o.connector_id = t.connector_id AND lower(o.repository_full_name) = lower(?1) \
+             AND o.branch = t.branch AND o.path_prefix = t.path_prefix)",
+    )
+    .bind(full_name)
+    .bind(now)
+    .bind(ids_json)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
