@@ -44,6 +44,7 @@ async fn run(
         webhook_secret_previous: None,
         admin_token: "bench".into(),
         worker: WorkerSettings::default(),
+        history_retention: Duration::from_secs(30 * 86_400),
         delivery_body_retention: Duration::from_secs(86_400),
         github: None,
     };

@@ -73,6 +73,7 @@ async fn app(
             poll_interval: Duration::from_millis(20),
             ..WorkerSettings::default()
         },
+        history_retention: Duration::from_secs(30 * 86_400),
         delivery_body_retention: Duration::from_secs(86_400),
         github: Some(GithubAppConfig {
             app_id: APP_ID,

@@ -50,6 +50,9 @@ pub struct ServeArgs {
         default_value_t = 7
     )]
     pub delivery_body_retention_days: u64,
+    /// Days to keep finished syncs, their jobs, and delivery records.
+    #[arg(long, env = "CONNECTORD_HISTORY_RETENTION_DAYS", default_value_t = 30)]
+    pub history_retention_days: u64,
     /// The GitHub App's webhook secret. Generated into the data directory if unset.
     #[arg(
         long,
@@ -152,6 +155,7 @@ pub struct Settings {
     pub admin_token: String,
     pub worker: WorkerSettings,
     pub delivery_body_retention: Duration,
+    pub history_retention: Duration,
     /// The GitHub App; `None` leaves sync jobs queued.
     pub github: Option<GithubAppConfig>,
 }
@@ -193,6 +197,7 @@ impl ServeArgs {
                 ..WorkerSettings::default()
             },
             github,
+            history_retention: Duration::from_secs(self.history_retention_days * 86_400),
             delivery_body_retention: Duration::from_secs(
                 self.delivery_body_retention_days * 86_400,
             ),

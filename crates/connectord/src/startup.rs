@@ -42,6 +42,7 @@ pub struct Application {
     workers: Option<WorkerPool>,
     role: Role,
     body_retention: Duration,
+    history_retention: Duration,
     shutdown: CancellationToken,
 }
 
@@ -114,6 +115,7 @@ impl Application {
             workers,
             role: settings.role,
             body_retention: settings.delivery_body_retention,
+            history_retention: settings.history_retention,
             shutdown: CancellationToken::new(),
         })
     }
@@ -146,6 +148,7 @@ impl Application {
             workers,
             role,
             body_retention,
+            history_retention,
             shutdown,
         } = self;
         let health = Router::new()
@@ -190,9 +193,10 @@ impl Application {
             });
         }
         if role != Role::Worker {
-            servers.spawn(clean_bodies(
+            servers.spawn(prune(
                 state.store.clone(),
                 body_retention,
+                history_retention,
                 shutdown.clone(),
             ));
         }
@@ -306,11 +310,12 @@ async fn metrics(State(app): State<AppState>) -> Response {
 /// for at most 3 days (7 on GitHub Enterprise Server).
 const PUSH_HISTORY: Duration = Duration::from_secs(14 * 86_400);
 
-/// Hourly: drops retained delivery bodies past their retention, and push
-/// history past [`PUSH_HISTORY`].
-async fn clean_bodies(
+/// Hourly: drops retained delivery bodies past their retention, push history
+/// past [`PUSH_HISTORY`], and finished syncs and deliveries past theirs.
+async fn prune(
     store: Arc<dyn Store>,
     retention: Duration,
+    history: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
@@ -323,6 +328,15 @@ async fn clean_bodies(
         let cutoff = crate::store::models::now_ms() - PUSH_HISTORY.as_millis() as i64;
         if let Err(e) = store.prune_push_history(cutoff).await {
             tracing::warn!(error = %e, "pruning push history failed");
+        }
+        let cutoff = crate::store::models::now_ms() - history.as_millis() as i64;
+        match store.prune_history(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                rows = n,
+                "pruned finished syncs and deliveries past retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning history failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -87,3 +87,89 @@ async fn pruned_push_history_no_longer_marks_an_old_push_stale() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn history_past_retention_is_pruned_but_pending_work_and_document_sources_stay() {
+    // The first push's sync completes and writes a document; the second is
+    // superseded by the third, which stays queued behind nothing (no worker runs it).
+    let reconciler = ScriptedReconciler::new(|job, n| {
+        if n == 1 {
+            let path = "a.md".to_owned();
+            Ok(connectord::store::models::SyncResult {
+                head_sha: job.job.head_sha.clone(),
+                changes: vec![connectord::store::models::DocumentChange::Upsert {
+                    path,
+                    blob_sha: sha('d'),
+                    is_binary: false,
+                    content: b"doc".to_vec(),
+                }],
+                ..Default::default()
+            })
+        } else {
+            Err(connectord::sync::ReconcileError::Permanent("stop".into()))
+        }
+    });
+    let app = spawn_app_with(TestOptions {
+        reconciler: Some(reconciler),
+        ..Default::default()
+    })
+    .await;
+    let connector = app.create_connector(33).await;
+    let (target, initial) = app
+        .create_target(&connector, "octo/docs", Some(330), "main")
+        .await;
+    let written = app.wait_for_status(&initial, "completed").await;
+    let (status, body) = app
+        .deliver_json(
+            "push",
+            "h-1",
+            &push_payload(33, 330, "octo/docs", "main", &sha('f'), &sha('2')),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let failed = body["syncEventIds"][0].as_str().expect("event").to_owned();
+    app.wait_for_status(&failed, "failed").await;
+
+    let pruned = app.store.prune_history(now_ms() + 1).await.expect("prune");
+    assert!(
+        pruned >= 2,
+        "the failed sync, its job and the delivery: {pruned}"
+    );
+    let (status, _) = app.get(&format!("/v1/admin/sync-events/{failed}")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a finished sync past retention is gone"
+    );
+    let (status, _) = app.get("/v1/admin/deliveries/h-1").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a delivery past retention is gone"
+    );
+    // The sync that wrote the stored document stays, so the document's source resolves.
+    let (status, e) = app
+        .get(&format!(
+            "/v1/admin/sync-events/{}",
+            written["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    let (_, docs) = app
+        .get(&format!("/v1/admin/targets/{target}/documents"))
+        .await;
+    assert_eq!(docs["items"][0]["syncEventId"], written["id"], "{docs}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn queued_syncs_are_never_pruned() {
+    let app = spawn_app().await;
+    let connector = app.create_connector(34).await;
+    let (_, initial) = app
+        .create_target(&connector, "octo/docs", Some(340), "main")
+        .await;
+    app.store.prune_history(now_ms() + 1).await.expect("prune");
+    assert_eq!(app.sync_event(&initial).await["status"], "queued");
+    app.stop().await;
+}

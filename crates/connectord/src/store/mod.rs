@@ -81,6 +81,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delivery_body(&self, delivery_id: &str) -> Result<StoredBody>;
     /// Drops retained bodies of deliveries received before `before`.
     async fn prune_delivery_bodies(&self, before: Millis) -> Result<u64>;
+    /// Deletes finished jobs, final sync events (except those a stored document
+    /// was last written by) and deliveries older than `before`. Returns rows deleted.
+    async fn prune_history(&self, before: Millis) -> Result<u64>;
     /// Forgets recorded pushes (the stale-push rule's memory) received before `before`.
     async fn prune_push_history(&self, before: Millis) -> Result<u64>;
 

@@ -101,6 +101,7 @@ pub fn settings(opts: &TestOptions, db_url: &str) -> Settings {
         webhook_secret_previous: opts.previous_secret.clone(),
         admin_token: ADMIN_TOKEN.into(),
         worker: opts.worker.clone(),
+        history_retention: Duration::from_secs(30 * 86_400),
         delivery_body_retention: Duration::from_secs(7 * 86_400),
         github: opts.github.clone(),
     }

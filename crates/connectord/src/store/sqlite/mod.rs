@@ -213,6 +213,35 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_history(&self, before: Millis) -> Result<u64> {
+        // Jobs first: a sync event is referenced by its job.
+        let jobs = self
+            .prune_in_batches(
+                "DELETE FROM sync_job WHERE id IN (SELECT id FROM sync_job \
+                 WHERE state = 'finished' AND finished_at < ? LIMIT 500)",
+                before,
+            )
+            .await?;
+        let events = self
+            .prune_in_batches(
+                "DELETE FROM connector_sync_event WHERE id IN (SELECT e.id FROM connector_sync_event e \
+                 WHERE e.status IN ('completed', 'partial', 'failed', 'superseded', 'cancelled') \
+                 AND e.completed_at < ? \
+                 AND NOT EXISTS (SELECT 1 FROM sync_job j WHERE j.sync_event_id = e.id) \
+                 AND NOT EXISTS (SELECT 1 FROM document d WHERE d.sync_event_id = e.id) LIMIT 500)",
+                before,
+            )
+            .await?;
+        let deliveries = self
+            .prune_in_batches(
+                "DELETE FROM webhook_delivery WHERE seq IN (SELECT seq FROM webhook_delivery \
+                 WHERE received_at < ? LIMIT 500)",
+                before,
+            )
+            .await?;
+        Ok(jobs + events + deliveries)
+    }
+
     async fn claim_job(
         &self,
         owner: &str,
