@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
     let single = run("one COMMIT per delivery", 1, deliveries, concurrency).await?;
     let group = run(
         "group commit (default)",
-        connectord_default_batch(),
+        connectord::store::sqlite::DEFAULT_WRITE_BATCH,
         deliveries,
         concurrency,
     )
@@ -158,8 +158,4 @@ async fn main() -> anyhow::Result<()> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn connectord_default_batch() -> usize {
-    256
 }

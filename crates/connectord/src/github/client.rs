@@ -7,7 +7,7 @@
 use super::auth::AppAuth;
 use reqwest::{Response, StatusCode};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 pub const API_VERSION: &str = "2022-11-28";
@@ -69,10 +69,6 @@ impl GithubClient {
             auth,
             budgets: Mutex::new(HashMap::new()),
         })
-    }
-
-    pub fn api_url(&self) -> &str {
-        &self.api
     }
 
     /// GET `path` (relative to the API root) as the installation. A 401 on a
@@ -227,6 +223,3 @@ pub async fn classify(res: Response, what: &str) -> ApiError {
         _ => ApiError::Permanent(msg),
     }
 }
-
-/// Kept for callers that share a client across reconcilers.
-pub type SharedClient = Arc<GithubClient>;

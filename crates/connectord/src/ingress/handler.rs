@@ -152,11 +152,7 @@ pub async fn process(
         .ingest(new, plan)
         .await
         .map_err(|e| IngressError::Unavailable(e.to_string()))?;
-    let label = match outcome.outcome {
-        Outcome::Accepted => "accepted",
-        Outcome::Ignored => "ignored",
-        Outcome::Duplicate => "duplicate",
-    };
+    let label = outcome.outcome.as_str();
     metrics::counter!("connectord_webhook_deliveries_total", "event" => envelope.event.as_str().to_owned(), "outcome" => label)
         .increment(1);
     tracing::info!(delivery = %envelope.delivery_id, event = envelope.event.as_str(), action = ?envelope.action,

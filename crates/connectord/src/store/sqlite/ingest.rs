@@ -132,7 +132,7 @@ pub async fn ingest(
     sqlx::query(
         "UPDATE webhook_delivery SET outcome = ?, reason = ?, sync_event_ids = ?, body = ? WHERE delivery_id = ?",
     )
-    .bind(outcome_str(applied.outcome))
+    .bind(applied.outcome.as_str())
     .bind(&applied.reason)
     .bind(serde_json::to_string(&applied.sync_event_ids).unwrap_or_else(|_| "[]".into()))
     .bind(body)
@@ -146,14 +146,6 @@ pub async fn ingest(
         sync_event_ids: applied.sync_event_ids,
     };
     Ok((outcome, enqueued))
-}
-
-pub(super) fn outcome_str(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Accepted => "accepted",
-        Outcome::Ignored => "ignored",
-        Outcome::Duplicate => "duplicate",
-    }
 }
 
 pub(super) struct Ctx<'a> {

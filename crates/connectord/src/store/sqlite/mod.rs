@@ -10,6 +10,9 @@ mod lifecycle;
 mod queue;
 mod writer;
 
+/// Units per group-commit transaction by default.
+pub use writer::MAX_BATCH as DEFAULT_WRITE_BATCH;
+
 use super::models::*;
 use super::{Result, Store, StoreError, StoredBody};
 use crate::ingress::dispatch::Plan;
@@ -442,19 +445,15 @@ impl Store for SqliteStore {
         .bind(limit_plus_one(p))
         .fetch_all(&self.read)
         .await?;
-        let mut seqs = Vec::with_capacity(rows.len());
-        let mut items = Vec::with_capacity(rows.len());
-        for r in &rows {
-            seqs.push(r.try_get::<i64, _>("seq")?);
-            items.push(delivery_from_row(r)?);
-        }
-        let mut listing = page(items, p.limit, |_| String::new());
-        if listing.next_cursor.is_some() {
-            listing.next_cursor = seqs
-                .get(listing.items.len().saturating_sub(1))
-                .map(|s| s.to_string());
-        }
-        Ok(listing)
+        let pairs = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>("seq")?, delivery_from_row(r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let listing = page(pairs, p.limit, |(seq, _)| seq.to_string());
+        Ok(Listing {
+            items: listing.items.into_iter().map(|(_, d)| d).collect(),
+            next_cursor: listing.next_cursor,
+        })
     }
 
     async fn document_manifest(&self, target_id: &str) -> Result<HashMap<String, String>> {
