@@ -6,8 +6,9 @@
 use connectord::config::Settings;
 use connectord::ingress::signature::sign;
 use connectord::startup::Application;
-use connectord::store::sqlite::SqliteStore;
+use connectord::store::sql::sqlite;
 use connectord::store::Store;
+use connectord::store::StoreOptions;
 use connectord::sync::worker::WorkerSettings;
 use futures::StreamExt;
 use serde_json::json;
@@ -34,7 +35,7 @@ async fn run(
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::connect_with_batch(&url, 8, max_batch).await?);
+        Arc::new(sqlite::connect(&url, StoreOptions::default(), max_batch).await?);
     let settings = Settings {
         role: connectord::config::Role::All,
         listen: "127.0.0.1:0".into(),
@@ -131,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
     let single = run("one COMMIT per delivery", 1, deliveries, concurrency).await?;
     let group = run(
         "group commit (default)",
-        connectord::store::sqlite::DEFAULT_WRITE_BATCH,
+        connectord::store::sql::DEFAULT_WRITE_BATCH,
         deliveries,
         concurrency,
     )

@@ -37,6 +37,14 @@ pub struct ServeArgs {
     /// Concurrent sync jobs in this process.
     #[arg(long, env = "CONNECTORD_WORKERS", default_value_t = 2)]
     pub workers: usize,
+    /// Sync jobs of one GitHub App installation that may run at once, across
+    /// every worker process (GitHub allows 100 concurrent requests per installation).
+    #[arg(
+        long,
+        env = "CONNECTORD_MAX_JOBS_PER_INSTALLATION",
+        default_value_t = 4
+    )]
+    pub max_jobs_per_installation: i64,
     /// Attempts before a sync fails for good (transient errors retry with backoff).
     #[arg(long, env = "CONNECTORD_MAX_ATTEMPTS", default_value_t = 8)]
     pub max_attempts: i64,
@@ -130,7 +138,8 @@ pub struct StoreArgs {
     /// Directory for the default SQLite database and generated secrets.
     #[arg(long, env = "CONNECTORD_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// `sqlite://PATH` (created if missing). Default: sqlite://<data-dir>/connectord.db
+    /// `sqlite://PATH` (created if missing) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`
+    /// (migrated at start). Default: sqlite://<data-dir>/connectord.db
     #[arg(long, env = "CONNECTORD_DATABASE_URL")]
     pub database_url: Option<String>,
 }
@@ -192,6 +201,7 @@ impl ServeArgs {
             admin_token,
             worker: WorkerSettings {
                 concurrency: self.workers,
+                max_jobs_per_installation: self.max_jobs_per_installation.max(1),
                 retry,
                 lease: LeasePolicy::new(Duration::from_secs(self.lease_seconds.max(3))),
                 ..WorkerSettings::default()

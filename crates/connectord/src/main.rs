@@ -31,8 +31,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate(store) => {
             telemetry::init_logging(false);
-            connectord::startup::open_store(&store.database_url(), 1).await?;
-            eprintln!("connectord: migrations applied to {}", store.database_url());
+            let url = store.database_url();
+            connectord::startup::open_store(&url, Default::default()).await?;
+            eprintln!(
+                "connectord: migrations applied to {}",
+                connectord::startup::redact_url(&url)
+            );
             Ok(())
         }
         Command::Deliver(args) => cli::deliver(args).await,

@@ -8,8 +8,9 @@ use crate::github::client::GithubClient;
 use crate::github::reconciler::GithubReconciler;
 use crate::github::GithubAppConfig;
 use crate::ingress::signature::WebhookSecrets;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sql::SqlStore;
 use crate::store::Store;
+use crate::store::StoreOptions;
 use crate::sync::worker::WorkerPool;
 use crate::sync::Reconciler;
 use crate::{admin, ingress, telemetry};
@@ -53,7 +54,14 @@ impl Application {
         settings: Settings,
         reconciler: Option<Arc<dyn Reconciler>>,
     ) -> anyhow::Result<Self> {
-        let store = open_store(&settings.database_url, settings.worker.retry.max_attempts).await?;
+        let store = open_store(
+            &settings.database_url,
+            StoreOptions {
+                max_attempts: settings.worker.retry.max_attempts,
+                max_jobs_per_installation: settings.worker.max_jobs_per_installation,
+            },
+        )
+        .await?;
         Self::build_with_store(settings, store, reconciler).await
     }
 
@@ -229,20 +237,40 @@ fn github_reconciler(
 
 /// The URL schemes this build can open.
 pub fn check_database_url(database_url: &str) -> anyhow::Result<()> {
-    if database_url.starts_with("sqlite:") {
+    if database_url.starts_with("sqlite:")
+        || crate::store::sql::postgres::is_postgres_url(database_url)
+    {
         Ok(())
     } else {
         anyhow::bail!(
-            "unsupported --database-url `{database_url}`: use sqlite://PATH (PostgreSQL support is planned)"
+            "unsupported --database-url `{}`: use sqlite://PATH or postgres://USER@HOST/DB",
+            redact_url(database_url)
         )
     }
 }
 
-pub async fn open_store(database_url: &str, max_attempts: i64) -> anyhow::Result<Arc<dyn Store>> {
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub async fn open_store(
+    database_url: &str,
+    options: StoreOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
     check_database_url(database_url)?;
-    let store = SqliteStore::connect(database_url, max_attempts)
+    let store = SqlStore::connect(database_url, options)
         .await
-        .with_context(|| format!("cannot open the SQLite store {database_url}"))?;
+        .with_context(|| format!("cannot open the store {}", redact_url(database_url)))?;
     Ok(Arc::new(store))
 }
 

@@ -1,5 +1,5 @@
 //! Queue policy: how long leases last and when a failed job runs again. The
-//! job table itself lives in the store (see `store::sqlite::queue`).
+//! job table itself lives in the store (see `store::sql::queue`).
 
 use rand::Rng;
 use std::time::Duration;

@@ -1,9 +1,10 @@
-//! Storage: one trait, one implementation per backend (SQLite now; PostgreSQL
-//! is planned as the second). Everything that must be atomic is one trait
-//! method, so a backend can keep its transaction discipline to itself.
+//! Storage: one trait, implemented once over SQL for two backends (the
+//! embedded SQLite default and PostgreSQL for many processes; see [`sql`]).
+//! Everything that must be atomic is one trait method, so a backend can keep
+//! its transaction discipline to itself.
 
 pub mod models;
-pub mod sqlite;
+pub mod sql;
 
 use crate::ingress::dispatch::Plan;
 use async_trait::async_trait;
@@ -35,7 +36,7 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(e.to_string())
             }
-            sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+            sqlx::Error::Database(db) if is_unavailable(db.as_ref()) => {
                 StoreError::Unavailable(db.message().to_owned())
             }
             _ => StoreError::Internal(e.into()),
@@ -43,13 +44,38 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// SQLite's BUSY/LOCKED/IOERR/FULL/CANTOPEN/READONLY primary codes: the store
-/// is there but cannot take a write right now.
-fn is_unavailable_code(code: Option<&str>) -> bool {
-    let Some(code) = code.and_then(|c| c.parse::<i32>().ok()) else {
-        return false;
-    };
-    matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
+/// The store is there but cannot take this write right now: SQLite's
+/// BUSY/LOCKED/IOERR/FULL/CANTOPEN/READONLY primary codes; PostgreSQL's
+/// connection (08), resources (53), operator intervention (57) and
+/// transaction rollback (40: deadlock, serialization) classes.
+fn is_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else { return false };
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return matches!(code.get(..2), Some("08" | "53" | "57" | "40"));
+    }
+    code.parse::<i32>()
+        .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
+}
+
+/// Settings the store enforces for every worker that shares it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Attempts a newly queued job gets.
+    pub max_attempts: i64,
+    /// Jobs of one installation that may run at once, across all workers.
+    pub max_jobs_per_installation: i64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            max_jobs_per_installation: 4,
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -89,7 +115,9 @@ pub trait Store: Send + Sync + 'static {
 
     // --- queue -------------------------------------------------------------
 
-    /// Claims the oldest runnable job under a lease, or `None`.
+    /// Claims a runnable job under a lease, or `None`: fair across
+    /// installations, at most [`StoreOptions::max_jobs_per_installation`]
+    /// running per installation, one per target.
     async fn claim_job(
         &self,
         owner: &str,

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct WorkerSettings {
     pub concurrency: usize,
+    /// Enforced by the store at claim time, across every worker process.
+    pub max_jobs_per_installation: i64,
     pub retry: RetryPolicy,
     pub lease: LeasePolicy,
     /// Fallback poll when no wake-up arrives.
@@ -26,6 +28,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             concurrency: 2,
+            max_jobs_per_installation: 4,
             retry: RetryPolicy::default(),
             lease: LeasePolicy::new(Duration::from_secs(30)),
             poll_interval: Duration::from_secs(1),

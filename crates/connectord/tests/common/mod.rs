@@ -1,8 +1,10 @@
 #![allow(dead_code)]
 //! Shared by every test binary (each uses a different subset, hence the allow).
-//! `spawn_app()`: the real application on port 0 with a fresh SQLite
-//! database per test, plus typed helpers for the webhook and the admin API.
+//! `spawn_app()`: the real application on port 0 with a fresh database per
+//! test (SQLite, or PostgreSQL under [`conformance!`]), plus typed helpers for
+//! the webhook and the admin API.
 
+pub mod backend;
 pub mod process;
 
 use async_trait::async_trait;
@@ -76,6 +78,7 @@ impl Default for TestOptions {
 pub fn fast_workers() -> WorkerSettings {
     WorkerSettings {
         concurrency: 2,
+        max_jobs_per_installation: 4,
         retry: RetryPolicy {
             max_attempts: 8,
             base: Duration::from_millis(20),
@@ -115,7 +118,7 @@ pub async fn spawn_app_with(opts: TestOptions) -> TestApp {
         .dir
         .clone()
         .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("tempdir")));
-    let db_url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let db_url = backend::database_url(backend::current(), dir.path()).await;
     let app = Application::build(settings(&opts, &db_url), opts.reconciler.clone())
         .await
         .expect("build app");

@@ -1,10 +1,11 @@
 //! Enqueueing, superseding and cancelling sync jobs: the queue writes that
 //! happen inside ingress and admin transactions.
 
+use super::dialect::lock_target;
 use super::ingest::{Ctx, TargetRef};
 use crate::store::models::*;
 use crate::store::Result;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Trigger {
@@ -37,12 +38,13 @@ pub enum Enqueued {
 /// `ON CONFLICT DO NOTHING`; a new job supersedes the target's jobs that have
 /// not started.
 pub async fn enqueue(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ctx: &Ctx<'_>,
     target: &TargetRef,
     head: Option<&str>,
     trigger: Trigger,
 ) -> Result<Enqueued> {
+    lock_target(conn, &target.id).await?;
     // Supersede first: a not-started job for another head is older than this
     // request, so after it only this head (or the running job) remains. Doing it
     // before the dedupe keeps A(running) -> B(queued) -> A ending at A.
@@ -50,7 +52,7 @@ pub async fn enqueue(
     if head.is_none() {
         // Head-less syncs resolve the branch at run time: one queued is enough.
         let queued: Option<String> = sqlx::query_scalar(
-            "SELECT sync_event_id FROM sync_job WHERE target_id = ? AND head_sha IS NULL \
+            "SELECT sync_event_id FROM sync_job WHERE target_id = $1 AND head_sha IS NULL \
              AND state IN ('available', 'retryable')",
         )
         .bind(&target.id)
@@ -66,7 +68,7 @@ pub async fn enqueue(
     let delivery_id = matches!(trigger, Trigger::Push).then(|| ctx.delivery_id.to_owned());
     sqlx::query(
         "INSERT INTO connector_sync_event (id, connector_target_id, delivery_id, trigger, ref, head_sha, status, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)",
     )
     .bind(&event_id)
     .bind(&target.id)
@@ -92,7 +94,7 @@ pub async fn enqueue(
     let payload = serde_json::to_string(&job).map_err(anyhow::Error::from)?;
     let inserted = sqlx::query(
         "INSERT INTO sync_job (id, sync_event_id, target_id, head_sha, payload, state, max_attempts, run_at, created_at) \
-         VALUES (?, ?, ?, ?, ?, 'available', ?, ?, ?) \
+         VALUES ($1, $2, $3, $4, $5, 'available', $6, $7, $8) \
          ON CONFLICT (target_id, head_sha) WHERE head_sha IS NOT NULL AND state IN ('available', 'running', 'retryable') \
          DO NOTHING",
     )
@@ -110,12 +112,12 @@ pub async fn enqueue(
     if inserted == 1 {
         return Ok(Enqueued::New(event_id));
     }
-    sqlx::query("DELETE FROM connector_sync_event WHERE id = ?")
+    sqlx::query("DELETE FROM connector_sync_event WHERE id = $1")
         .bind(&event_id)
         .execute(&mut *conn)
         .await?;
     let existing: String = sqlx::query_scalar(
-        "SELECT sync_event_id FROM sync_job WHERE target_id = ? AND head_sha = ? \
+        "SELECT sync_event_id FROM sync_job WHERE target_id = $1 AND head_sha = $2 \
          AND state IN ('available', 'running', 'retryable')",
     )
     .bind(&target.id)
@@ -127,7 +129,7 @@ pub async fn enqueue(
 
 /// Cancels the target's jobs that have not started (running ones finish).
 pub async fn cancel_pending(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     target_id: &str,
     status: &str,
     now: Millis,
@@ -138,20 +140,20 @@ pub async fn cancel_pending(
 /// Finishes the target's not-started jobs with `status`. With `keep_head`,
 /// jobs for that head (`Some(None)`: head-less jobs) are kept.
 async fn finish_pending(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     target_id: &str,
     keep_head: Option<Option<&str>>,
     status: &str,
     now: Millis,
 ) -> Result<()> {
     let head_filter = if keep_head.is_some() {
-        "AND head_sha IS NOT ?"
+        "AND head_sha IS DISTINCT FROM $3"
     } else {
-        "AND ? IS NULL"
+        "AND $3 IS NULL"
     };
     let sql = format!(
-        "UPDATE sync_job SET state = 'finished', finished_at = ?, lease_owner = NULL \
-         WHERE target_id = ? AND state IN ('available', 'retryable') {head_filter} RETURNING sync_event_id"
+        "UPDATE sync_job SET state = 'finished', finished_at = $1, lease_owner = NULL \
+         WHERE target_id = $2 AND state IN ('available', 'retryable') {head_filter} RETURNING sync_event_id"
     );
     let events: Vec<String> = sqlx::query_scalar(&sql)
         .bind(now)
@@ -160,7 +162,7 @@ async fn finish_pending(
         .fetch_all(&mut *conn)
         .await?;
     for event in events {
-        sqlx::query("UPDATE connector_sync_event SET status = ?, completed_at = ?, next_attempt_at = NULL WHERE id = ?")
+        sqlx::query("UPDATE connector_sync_event SET status = $1, completed_at = $2, next_attempt_at = NULL WHERE id = $3")
             .bind(status)
             .bind(now)
             .bind(&event)

@@ -2,14 +2,14 @@
 
 use crate::store::models::*;
 use crate::store::{Result, StoreError};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
 
 /// Writes the changes and their feed entries. An upsert of identical content
 /// (same blob SHA) is a no-op, so applying the same result twice changes nothing.
 pub async fn apply_changes(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     target_id: &str,
     event_id: &str,
     changes: &[DocumentChange],
@@ -24,7 +24,7 @@ pub async fn apply_changes(
                 content,
             } => {
                 let existing: Option<String> = sqlx::query_scalar(
-                    "SELECT blob_sha FROM document WHERE target_id = ? AND path = ?",
+                    "SELECT blob_sha FROM document WHERE target_id = $1 AND path = $2",
                 )
                 .bind(target_id)
                 .bind(path)
@@ -35,7 +35,7 @@ pub async fn apply_changes(
                 }
                 sqlx::query(
                     "INSERT INTO document (target_id, path, blob_sha, size, is_binary, content, updated_at, sync_event_id) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target_id, path) DO UPDATE SET \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (target_id, path) DO UPDATE SET \
                      blob_sha = excluded.blob_sha, size = excluded.size, is_binary = excluded.is_binary, \
                      content = excluded.content, updated_at = excluded.updated_at, sync_event_id = excluded.sync_event_id",
                 )
@@ -57,7 +57,7 @@ pub async fn apply_changes(
                 (path, op, Some(blob_sha.as_str()))
             }
             DocumentChange::Delete { path } => {
-                let n = sqlx::query("DELETE FROM document WHERE target_id = ? AND path = ?")
+                let n = sqlx::query("DELETE FROM document WHERE target_id = $1 AND path = $2")
                     .bind(target_id)
                     .bind(path)
                     .execute(&mut *conn)
@@ -70,7 +70,7 @@ pub async fn apply_changes(
             }
         };
         sqlx::query(
-            "INSERT INTO document_change (target_id, path, op, blob_sha, sync_event_id) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO document_change (target_id, path, op, blob_sha, sync_event_id) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(target_id)
         .bind(path)
@@ -84,10 +84,10 @@ pub async fn apply_changes(
 }
 
 pub async fn manifest(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     target_id: &str,
 ) -> Result<HashMap<String, String>> {
-    let rows = sqlx::query("SELECT path, blob_sha FROM document WHERE target_id = ?")
+    let rows = sqlx::query("SELECT path, blob_sha FROM document WHERE target_id = $1")
         .bind(target_id)
         .fetch_all(&mut *conn)
         .await?;
@@ -96,12 +96,12 @@ pub async fn manifest(
         .collect()
 }
 
-fn document_from_row(r: &SqliteRow) -> Result<Document> {
+fn document_from_row(r: &AnyRow) -> Result<Document> {
     Ok(Document {
         path: r.try_get("path")?,
         blob_sha: r.try_get("blob_sha")?,
         size: r.try_get("size")?,
-        is_binary: r.try_get("is_binary")?,
+        is_binary: super::dialect::flag(r, "is_binary")?,
         updated_at: rfc3339(r.try_get("updated_at")?),
         sync_event_id: r.try_get("sync_event_id")?,
     })
@@ -111,16 +111,16 @@ const DOCUMENT_COLUMNS: &str = "path, blob_sha, size, is_binary, updated_at, syn
 
 /// Documents in path order; the cursor is the last path of the previous page.
 pub async fn list_documents(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     target_id: &str,
     prefix: Option<&str>,
     page: &Page,
 ) -> Result<Listing<Document>> {
     // `substr` rather than LIKE: paths may contain `%` and `_`.
     let rows = sqlx::query(&format!(
-        "SELECT {DOCUMENT_COLUMNS} FROM document WHERE target_id = ?1 \
-         AND (?2 IS NULL OR substr(path, 1, length(?2)) = ?2) AND (?3 IS NULL OR path > ?3) \
-         ORDER BY path LIMIT ?4"
+        "SELECT {DOCUMENT_COLUMNS} FROM document WHERE target_id = $1 \
+         AND ($2 IS NULL OR substr(path, 1, length($2)) = $2) AND ($3 IS NULL OR path > $3) \
+         ORDER BY path LIMIT $4"
     ))
     .bind(target_id)
     .bind(prefix)
@@ -136,12 +136,12 @@ pub async fn list_documents(
 }
 
 pub async fn get_document(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     target_id: &str,
     path: &str,
 ) -> Result<(Document, Vec<u8>)> {
     let row = sqlx::query(&format!(
-        "SELECT {DOCUMENT_COLUMNS}, content FROM document WHERE target_id = ? AND path = ?"
+        "SELECT {DOCUMENT_COLUMNS}, content FROM document WHERE target_id = $1 AND path = $2"
     ))
     .bind(target_id)
     .bind(path)
@@ -152,14 +152,14 @@ pub async fn get_document(
 }
 
 pub async fn list_changes(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     target_id: &str,
     after: i64,
     limit: i64,
 ) -> Result<Listing<ChangeEntry>> {
     let rows = sqlx::query(
         "SELECT seq, target_id, path, op, blob_sha, sync_event_id FROM document_change \
-         WHERE target_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+         WHERE target_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     )
     .bind(target_id)
     .bind(after)

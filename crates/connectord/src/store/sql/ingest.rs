@@ -2,13 +2,14 @@
 //! group transaction): the delivery record, the target changes and the jobs
 //! commit together or not at all.
 
+use super::dialect::{exists, Dialect};
 use super::enqueue::{cancel_pending, enqueue, Enqueued, Trigger};
 use super::lifecycle;
 use crate::domain::ZERO_SHA;
 use crate::ingress::dispatch::*;
 use crate::store::models::*;
 use crate::store::Result;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 
 /// What applying a plan did, before it is written back onto the delivery row.
 pub(super) struct Applied {
@@ -60,7 +61,7 @@ pub(super) const TARGET_REF_SELECT: &str =
      FROM connector_target t JOIN connector_instance c ON c.id = t.connector_id";
 
 pub async fn ingest(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     mut d: NewDelivery,
     plan: Plan,
     max_attempts: i64,
@@ -69,7 +70,7 @@ pub async fn ingest(
     if let Some(original) = &d.replay_of {
         // Numbered here, inside the write, so concurrent replays never share an id.
         let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM webhook_delivery WHERE replay_of = ?")
+            sqlx::query_scalar("SELECT count(*) FROM webhook_delivery WHERE replay_of = $1")
                 .bind(original)
                 .fetch_one(&mut *conn)
                 .await?;
@@ -79,7 +80,7 @@ pub async fn ingest(
         "INSERT INTO webhook_delivery (delivery_id, event, action, installation_id, repository_id, \
          repository_full_name, ref, head_sha, hook_id, hook_installation_target_id, outcome, \
          content_type, replay_of, received_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ignored', ?, ?, ?) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ignored', $11, $12, $13) \
          ON CONFLICT (delivery_id) DO NOTHING RETURNING seq",
     )
     .bind(&d.id)
@@ -98,11 +99,12 @@ pub async fn ingest(
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_none() {
-        let ids: String =
-            sqlx::query_scalar("SELECT sync_event_ids FROM webhook_delivery WHERE delivery_id = ?")
-                .bind(&d.id)
-                .fetch_one(&mut *conn)
-                .await?;
+        let ids: String = sqlx::query_scalar(
+            "SELECT sync_event_ids FROM webhook_delivery WHERE delivery_id = $1",
+        )
+        .bind(&d.id)
+        .fetch_one(&mut *conn)
+        .await?;
         let outcome = IngestOutcome {
             delivery_id: d.id,
             outcome: Outcome::Duplicate,
@@ -130,7 +132,7 @@ pub async fn ingest(
     // Only accepted deliveries keep their body (for inspection and replay).
     let body = (applied.outcome == Outcome::Accepted).then_some(d.body);
     sqlx::query(
-        "UPDATE webhook_delivery SET outcome = ?, reason = ?, sync_event_ids = ?, body = ? WHERE delivery_id = ?",
+        "UPDATE webhook_delivery SET outcome = $1, reason = $2, sync_event_ids = $3, body = $4 WHERE delivery_id = $5",
     )
     .bind(applied.outcome.as_str())
     .bind(&applied.reason)
@@ -154,10 +156,12 @@ pub(super) struct Ctx<'a> {
     pub max_attempts: i64,
 }
 
-async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) -> Result<Applied> {
+async fn apply_push(conn: &mut AnyConnection, ctx: &Ctx<'_>, p: &PushPlan) -> Result<Applied> {
     let sql = format!(
-        "{TARGET_REF_SELECT} WHERE t.status = 'active' AND (?1 IS NULL OR c.installation_id = ?1) \
-         AND (t.repository_id = ?2 OR (t.repository_id IS NULL AND lower(t.repository_full_name) = lower(?3)))"
+        "{TARGET_REF_SELECT} WHERE t.status = 'active' AND ($1 IS NULL OR c.installation_id = $1) \
+         AND (t.repository_id = $2 OR (t.repository_id IS NULL AND lower(t.repository_full_name) = lower($3))) \
+         ORDER BY t.id{}",
+        Dialect::of(conn).for_update_of("t")
     );
     let targets: Vec<TargetRef> = sqlx::query_as(&sql)
         .bind(p.installation_id)
@@ -171,10 +175,11 @@ async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) ->
     // Learn the stable id of targets added by name, and follow renames we missed.
     let ids = serde_json::to_string(&targets.iter().map(|t| &t.id).collect::<Vec<_>>())
         .unwrap_or_default();
-    sqlx::query(
-        "UPDATE connector_target SET repository_id = ?, updated_at = ? \
-         WHERE id IN (SELECT value FROM json_each(?)) AND repository_id IS NULL",
-    )
+    sqlx::query(&format!(
+        "UPDATE connector_target SET repository_id = $1, updated_at = $2 \
+         WHERE id IN ({}) AND repository_id IS NULL",
+        Dialect::of(conn).json_strings(3)
+    ))
     .bind(p.repository_id)
     .bind(ctx.now)
     .bind(&ids)
@@ -193,7 +198,7 @@ async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) ->
             cancel_pending(conn, &t.id, "cancelled", ctx.now).await?;
             record_push(conn, ctx, &t.id, p.before.as_str(), ZERO_SHA).await?;
             sqlx::query(
-                "UPDATE connector_target SET health = 'branch_deleted', latest_head_sha = ?, updated_at = ? WHERE id = ?",
+                "UPDATE connector_target SET health = 'branch_deleted', latest_head_sha = $1, updated_at = $2 WHERE id = $3",
             )
             .bind(ZERO_SHA)
             .bind(ctx.now)
@@ -210,8 +215,8 @@ async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) ->
         record_push(conn, ctx, &t.id, p.before.as_str(), p.after.as_str()).await?;
         // A push that (re)creates the branch clears the `branch_deleted` flag.
         sqlx::query(
-            "UPDATE connector_target SET latest_head_sha = ?, updated_at = ?, \
-             health = CASE health WHEN 'branch_deleted' THEN 'pending' ELSE health END WHERE id = ?",
+            "UPDATE connector_target SET latest_head_sha = $1, updated_at = $2, \
+             health = CASE health WHEN 'branch_deleted' THEN 'pending' ELSE health END WHERE id = $3",
         )
             .bind(p.after.as_str())
             .bind(ctx.now)
@@ -252,37 +257,36 @@ async fn apply_push(conn: &mut SqliteConnection, ctx: &Ctx<'_>, p: &PushPlan) ->
 /// Out-of-order delivery: this push's `before` is not the head we last recorded,
 /// and some recorded push already moved the branch away from this push's `after`.
 /// A reset to an earlier commit (whose `before` is our latest head) is not stale.
-async fn is_stale(conn: &mut SqliteConnection, t: &TargetRef, p: &PushPlan) -> Result<bool> {
+async fn is_stale(conn: &mut AnyConnection, t: &TargetRef, p: &PushPlan) -> Result<bool> {
     if t.latest_head_sha.as_deref() == Some(p.before.as_str()) {
         return Ok(false);
     }
-    let moved_away: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM target_push WHERE target_id = ? AND before_sha = ?)",
+    exists(
+        conn,
+        "SELECT count(*) FROM (SELECT 1 FROM target_push WHERE target_id = $1 AND before_sha = $2 LIMIT 1) x",
+        &[&t.id, p.after.as_str()],
     )
-    .bind(&t.id)
-    .bind(p.after.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(moved_away)
+    .await
 }
 
-async fn has_unfinished_job(conn: &mut SqliteConnection, target_id: &str) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sync_job WHERE target_id = ? AND state IN ('available', 'running', 'retryable'))",
+async fn has_unfinished_job(conn: &mut AnyConnection, target_id: &str) -> Result<bool> {
+    exists(
+        conn,
+        "SELECT count(*) FROM (SELECT 1 FROM sync_job WHERE target_id = $1 \
+         AND state IN ('available', 'running', 'retryable') LIMIT 1) x",
+        &[target_id],
     )
-    .bind(target_id)
-    .fetch_one(&mut *conn)
-    .await?)
+    .await
 }
 
 async fn record_push(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ctx: &Ctx<'_>,
     target_id: &str,
     before: &str,
     after: &str,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO target_push (target_id, before_sha, after_sha, delivery_id, received_at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO target_push (target_id, before_sha, after_sha, delivery_id, received_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(target_id)
         .bind(before)
         .bind(after)
@@ -294,7 +298,7 @@ async fn record_push(
 }
 
 /// The sync events a delivery caused, for the admin API.
-pub(super) fn parse_ids(row: &sqlx::sqlite::SqliteRow, col: &str) -> Vec<String> {
+pub(super) fn parse_ids(row: &sqlx::any::AnyRow, col: &str) -> Vec<String> {
     row.try_get::<String, _>(col)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())

@@ -9,7 +9,7 @@
 
 use super::super::{Result, StoreError};
 use futures::{future::BoxFuture, FutureExt};
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{AnyConnection, Connection};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 /// an unbounded backlog.
 pub const MAX_BATCH: usize = 256;
 
-type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<()>> + Send>;
+type Work = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<()>> + Send>;
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 
 struct Unit {
@@ -34,7 +34,7 @@ pub struct Writer {
 impl Writer {
     /// `max_batch` 1 turns group commit off (one COMMIT per unit): only the
     /// ingress benchmark does that, to measure what group commit buys.
-    pub fn spawn(conn: SqliteConnection, max_batch: usize) -> Self {
+    pub fn spawn(conn: AnyConnection, max_batch: usize) -> Self {
         let max_batch = max_batch.max(1);
         let (tx, rx) = mpsc::channel(4 * max_batch);
         tokio::spawn(run(conn, rx, max_batch));
@@ -46,7 +46,7 @@ impl Writer {
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let slot: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
         let (done_tx, done_rx) = oneshot::channel::<Result<()>>();
@@ -74,7 +74,7 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Unit>, max_batch: usize) {
+async fn run(mut conn: AnyConnection, mut rx: mpsc::Receiver<Unit>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         commit_batch(&mut conn, &mut batch).await;
@@ -84,14 +84,14 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Unit>, max_batch
 
 // Boxed with an explicit lifetime: a plain `async fn` here trips the compiler's
 // higher-ranked `Send` inference when the writer future is spawned.
-fn exec<'c>(conn: &'c mut SqliteConnection, sql: &'static str) -> BoxFuture<'c, Result<()>> {
+fn exec<'c>(conn: &'c mut AnyConnection, sql: &'static str) -> BoxFuture<'c, Result<()>> {
     Box::pin(async move {
         sqlx::Executor::execute(conn, sql).await?;
         Ok(())
     })
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
+async fn commit_batch(conn: &mut AnyConnection, batch: &mut Vec<Unit>) {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
         tracing::error!(error = %e, "cannot begin a write transaction");
         for unit in batch.drain(..) {

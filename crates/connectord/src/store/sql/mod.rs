@@ -1,131 +1,108 @@
-//! The embedded default store: SQLite in WAL mode, `synchronous=FULL` (an
-//! acknowledged delivery survives power loss), one writer task with group
-//! commit, and a pool of read connections.
+//! The SQL store: one implementation of [`Store`] for both backends.
+//!
+//! Statements go through sqlx's `Any` driver and are written once, in the
+//! SQL both SQLite and PostgreSQL accept (`$n` parameters, `RETURNING`,
+//! `ON CONFLICT` on partial indexes); the few differences live in
+//! [`dialect`]. What differs in how writes are run lives in the backends:
+//!
+//! - [`sqlite`]: the embedded default. One writer task with group commit,
+//!   a pool of read connections, in-process wake-ups.
+//! - [`postgres`]: many processes on one database. A transaction per write,
+//!   row locks where SQLite relied on its single writer, `SKIP LOCKED`
+//!   claims, and `LISTEN/NOTIFY` wake-ups across processes.
 
 mod admin;
 mod content;
+mod dialect;
 mod enqueue;
 mod ingest;
 mod lifecycle;
+pub mod postgres;
 mod queue;
+pub mod sqlite;
 mod writer;
 
-/// Units per group-commit transaction by default.
+/// Units per group-commit transaction by default (SQLite).
 pub use writer::MAX_BATCH as DEFAULT_WRITE_BATCH;
 
 use super::models::*;
-use super::{Result, Store, StoreError, StoredBody};
+use super::{Result, Store, StoreError, StoreOptions, StoredBody};
 use crate::ingress::dispatch::Plan;
 use admin::*;
 use async_trait::async_trait;
+use dialect::Dialect;
 use futures::FutureExt;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use sqlx::{AnyConnection, AnyPool, Row};
 use std::collections::HashMap;
-use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use writer::Writer;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+enum Backend {
+    Sqlite { writer: Writer },
+    Postgres(postgres::Pg),
+}
 
-pub struct SqliteStore {
-    writer: Writer,
-    read: SqlitePool,
+pub struct SqlStore {
+    backend: Backend,
+    /// Reads: SQLite's read-only pool, or PostgreSQL's one pool.
+    read: AnyPool,
     jobs_ready: Arc<Notify>,
-    max_attempts: i64,
+    options: StoreOptions,
 }
 
-fn options(url: &str) -> Result<SqliteConnectOptions> {
-    let opts = SqliteConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Internal(anyhow::anyhow!("invalid SQLite URL: {e}")))?;
-    Ok(opts
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true)
-        .log_statements(tracing::log::LevelFilter::Trace))
-}
-
-/// Creates the file's directory, so `sqlite://data/x.db` works on a fresh machine.
-fn ensure_parent_dir(opts: &SqliteConnectOptions) -> Result<()> {
-    let path = opts.get_filename();
-    if path != Path::new(":memory:") {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+impl SqlStore {
+    /// Opens (and migrates) the database at `url`: `sqlite://…` or `postgres://…`.
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self> {
+        if postgres::is_postgres_url(url) {
+            postgres::connect(url, options).await
+        } else {
+            sqlite::connect(url, options, DEFAULT_WRITE_BATCH).await
         }
     }
-    Ok(())
-}
 
-/// Applies the embedded migrations.
-pub async fn migrate(url: &str) -> Result<()> {
-    let opts = options(url)?.create_if_missing(true);
-    ensure_parent_dir(&opts)?;
-    let mut conn = SqliteConnection::connect_with(&opts).await?;
-    MIGRATOR
-        .run(&mut conn)
-        .await
-        .map_err(|e| StoreError::Internal(e.into()))?;
-    conn.close().await?;
-    Ok(())
-}
-
-impl SqliteStore {
-    /// Opens (creating if missing) and migrates the database at `url`.
-    pub async fn connect(url: &str, max_attempts: i64) -> Result<Self> {
-        Self::connect_with_batch(url, max_attempts, writer::MAX_BATCH).await
+    fn dialect(&self) -> Dialect {
+        match self.backend {
+            Backend::Sqlite { .. } => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
+        }
     }
 
-    /// As [`connect`](Self::connect), with the group-commit batch size chosen
-    /// (the ingress benchmark compares 1 against the default).
-    pub async fn connect_with_batch(
-        url: &str,
-        max_attempts: i64,
-        max_batch: usize,
-    ) -> Result<Self> {
-        migrate(url).await?;
-        let opts = options(url)?;
-        let write_conn = SqliteConnection::connect_with(&opts).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts.read_only(true))
-            .await?;
-        Ok(Self {
-            writer: Writer::spawn(write_conn, max_batch),
-            read,
-            jobs_ready: Arc::new(Notify::new()),
-            max_attempts,
-        })
-    }
-
+    /// Runs `f` as one transaction and returns once it has committed.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, Result<T>>
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> futures::future::BoxFuture<'c, Result<T>>
             + Send
             + 'static,
     {
-        self.writer.write(f).await
+        match &self.backend {
+            Backend::Sqlite { writer } => writer.write(f).await,
+            Backend::Postgres(pg) => pg.write(f).await,
+        }
+    }
+
+    /// Tells workers (in every process) that a job may have become runnable.
+    async fn wake(&self) {
+        self.jobs_ready.notify_waiters();
+        if let Backend::Postgres(pg) = &self.backend {
+            pg.notify().await;
+        }
     }
 
     /// Runs `sql` (which touches at most a batch of rows older than `before`)
-    /// until it touches none, one write unit per batch, so a large backlog
-    /// never holds the writer for long.
-    async fn prune_in_batches(&self, sql: &'static str, before: Millis) -> Result<u64> {
+    /// until it touches none, one transaction per batch, so a large backlog
+    /// never holds the writer (or many row locks) for long.
+    async fn prune_in_batches(&self, sql: String, before: Millis) -> Result<u64> {
+        let sql: Arc<str> = sql.into();
         let mut total = 0;
         loop {
+            let sql = sql.clone();
             let n = self
                 .write(move |c| {
                     async move {
-                        Ok(sqlx::query(sql)
+                        Ok(sqlx::query(&sql)
                             .bind(before)
                             .execute(c)
                             .await?
@@ -141,17 +118,23 @@ impl SqliteStore {
         }
     }
 
-    async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+    async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
         Ok(self.read.acquire().await?)
     }
 }
+
+/// Claim transactions one `claim_job` runs while other claims hold its candidates.
+const CLAIM_TRIES: usize = 10;
+
+/// Rows per pruning transaction.
+const PRUNE_BATCH: i64 = 500;
 
 fn limit_plus_one(p: &Page) -> i64 {
     p.limit + 1
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
@@ -162,20 +145,20 @@ impl Store for SqliteStore {
     }
 
     async fn ingest(&self, delivery: NewDelivery, plan: Plan) -> Result<IngestOutcome> {
-        let max = self.max_attempts;
+        let max = self.options.max_attempts;
         let (outcome, enqueued): (IngestOutcome, bool) = self
             .write(move |c| ingest::ingest(c, delivery, plan, max).boxed())
             .await?;
         // Enqueues wake workers; so does an unsuspend, whose held jobs become runnable.
         if enqueued || outcome.outcome == Outcome::Accepted {
-            self.jobs_ready.notify_waiters();
+            self.wake().await;
         }
         Ok(outcome)
     }
 
     async fn delivery_body(&self, delivery_id: &str) -> Result<StoredBody> {
         let row = sqlx::query(
-            "SELECT event, content_type, body, hook_id, hook_installation_target_id FROM webhook_delivery WHERE delivery_id = ?",
+            "SELECT event, content_type, body, hook_id, hook_installation_target_id FROM webhook_delivery WHERE delivery_id = $1",
         )
         .bind(delivery_id)
         .fetch_optional(&self.read)
@@ -200,17 +183,22 @@ impl Store for SqliteStore {
 
     async fn prune_delivery_bodies(&self, before: Millis) -> Result<u64> {
         self.prune_in_batches(
-            "UPDATE webhook_delivery SET body = NULL WHERE seq IN \
-             (SELECT seq FROM webhook_delivery WHERE body IS NOT NULL AND received_at < ? LIMIT 500)",
+            format!(
+                "UPDATE webhook_delivery SET body = NULL WHERE seq IN (SELECT seq FROM webhook_delivery \
+                 WHERE body IS NOT NULL AND received_at < $1 LIMIT {PRUNE_BATCH})"
+            ),
             before,
         )
         .await
     }
 
     async fn prune_push_history(&self, before: Millis) -> Result<u64> {
+        let key = self.dialect().push_key();
         self.prune_in_batches(
-            "DELETE FROM target_push WHERE rowid IN \
-             (SELECT rowid FROM target_push WHERE received_at < ? LIMIT 500)",
+            format!(
+                "DELETE FROM target_push WHERE {key} IN \
+                 (SELECT {key} FROM target_push WHERE received_at < $1 LIMIT {PRUNE_BATCH})"
+            ),
             before,
         )
         .await
@@ -220,25 +208,32 @@ impl Store for SqliteStore {
         // Jobs first: a sync event is referenced by its job.
         let jobs = self
             .prune_in_batches(
-                "DELETE FROM sync_job WHERE id IN (SELECT id FROM sync_job \
-                 WHERE state = 'finished' AND finished_at < ? LIMIT 500)",
+                format!(
+                    "DELETE FROM sync_job WHERE id IN (SELECT id FROM sync_job \
+                     WHERE state = 'finished' AND finished_at < $1 LIMIT {PRUNE_BATCH})"
+                ),
                 before,
             )
             .await?;
         let events = self
             .prune_in_batches(
-                "DELETE FROM connector_sync_event WHERE id IN (SELECT e.id FROM connector_sync_event e \
-                 WHERE e.status IN ('completed', 'partial', 'failed', 'superseded', 'cancelled') \
-                 AND e.completed_at < ? \
-                 AND NOT EXISTS (SELECT 1 FROM sync_job j WHERE j.sync_event_id = e.id) \
-                 AND NOT EXISTS (SELECT 1 FROM document d WHERE d.sync_event_id = e.id) LIMIT 500)",
+                format!(
+                    "DELETE FROM connector_sync_event WHERE id IN (SELECT e.id FROM connector_sync_event e \
+                     WHERE e.status IN ('completed', 'partial', 'failed', 'superseded', 'cancelled') \
+                     AND e.completed_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM sync_job j WHERE j.sync_event_id = e.id) \
+                     AND NOT EXISTS (SELECT 1 FROM document d WHERE d.sync_event_id = e.id) \
+                     LIMIT {PRUNE_BATCH})"
+                ),
                 before,
             )
             .await?;
         let deliveries = self
             .prune_in_batches(
-                "DELETE FROM webhook_delivery WHERE seq IN (SELECT seq FROM webhook_delivery \
-                 WHERE received_at < ? LIMIT 500)",
+                format!(
+                    "DELETE FROM webhook_delivery WHERE seq IN (SELECT seq FROM webhook_delivery \
+                     WHERE received_at < $1 LIMIT {PRUNE_BATCH})"
+                ),
                 before,
             )
             .await?;
@@ -251,9 +246,25 @@ impl Store for SqliteStore {
         now: Millis,
         lease_ms: i64,
     ) -> Result<Option<ClaimedJob>> {
-        let owner = owner.to_owned();
-        self.write(move |c| async move { queue::claim(c, &owner, now, lease_ms).await }.boxed())
-            .await
+        let cap = self.options.max_jobs_per_installation;
+        // `Contended` (PostgreSQL: other claims held every candidate) is worth
+        // another try at once, not a sleep until the next poll.
+        for _ in 0..CLAIM_TRIES {
+            let owner = owner.to_owned();
+            let claim = self
+                .write(move |c| {
+                    async move { queue::claim(c, &owner, now, lease_ms, cap).await }.boxed()
+                })
+                .await?;
+            match claim {
+                queue::Claim::Claimed(job) => return Ok(Some(*job)),
+                queue::Claim::Nothing => return Ok(None),
+                queue::Claim::Contended => {
+                    tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 5 + 1)).await
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn heartbeat(&self, job: &ClaimedJob, now: Millis, lease_ms: i64) -> Result<bool> {
@@ -283,7 +294,7 @@ impl Store for SqliteStore {
             })
             .await?;
         // The target is free again; a job queued behind it may now run.
-        self.jobs_ready.notify_waiters();
+        self.wake().await;
         Ok(ok)
     }
 
@@ -298,7 +309,7 @@ impl Store for SqliteStore {
         let ok = self
             .write(move |c| async move { queue::fail(c, &job, &error, health, now).await }.boxed())
             .await?;
-        self.jobs_ready.notify_waiters();
+        self.wake().await;
         Ok(ok)
     }
 
@@ -313,7 +324,7 @@ impl Store for SqliteStore {
             .write(move |c| async move { queue::rescue(c, now).await }.boxed())
             .await?;
         if n > 0 {
-            self.jobs_ready.notify_waiters();
+            self.wake().await;
         }
         Ok(n)
     }
@@ -334,7 +345,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_connectors(&self, p: &Page) -> Result<Listing<ConnectorInstance>> {
-        let rows = sqlx::query("SELECT * FROM connector_instance WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2")
+        let rows = sqlx::query("SELECT * FROM connector_instance WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
             .bind(&p.cursor)
             .bind(limit_plus_one(p))
             .fetch_all(&self.read)
@@ -347,7 +358,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_connector(&self, id: &str) -> Result<ConnectorInstance> {
-        let row = sqlx::query("SELECT * FROM connector_instance WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM connector_instance WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.read)
             .await?
@@ -360,21 +371,21 @@ impl Store for SqliteStore {
         connector_id: &str,
         target: NewTarget,
     ) -> Result<(Target, SyncEvent)> {
-        let (connector_id, max) = (connector_id.to_owned(), self.max_attempts);
+        let (connector_id, max) = (connector_id.to_owned(), self.options.max_attempts);
         let created = self
             .write(move |c| {
                 async move { create_target(c, &connector_id, target, max).await }.boxed()
             })
             .await?;
-        self.jobs_ready.notify_waiters();
+        self.wake().await;
         Ok(created)
     }
 
     async fn list_targets(&self, connector_id: &str, p: &Page) -> Result<Listing<Target>> {
         self.get_connector(connector_id).await?;
         let rows = sqlx::query(
-            "SELECT * FROM connector_target WHERE connector_id = ?1 AND status <> 'removed' \
-             AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+            "SELECT * FROM connector_target WHERE connector_id = $1 AND status <> 'removed' \
+             AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
         )
         .bind(connector_id)
         .bind(&p.cursor)
@@ -399,18 +410,18 @@ impl Store for SqliteStore {
     }
 
     async fn request_sync(&self, target_id: &str) -> Result<SyncEvent> {
-        let (id, max) = (target_id.to_owned(), self.max_attempts);
+        let (id, max) = (target_id.to_owned(), self.options.max_attempts);
         let event = self
             .write(move |c| async move { request_sync(c, &id, max).await }.boxed())
             .await?;
-        self.jobs_ready.notify_waiters();
+        self.wake().await;
         Ok(event)
     }
 
     async fn list_sync_events(&self, f: &SyncEventFilter, p: &Page) -> Result<Listing<SyncEvent>> {
         let rows = sqlx::query(
-            "SELECT * FROM connector_sync_event WHERE (?1 IS NULL OR connector_target_id = ?1) \
-             AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+            "SELECT * FROM connector_sync_event WHERE ($1 IS NULL OR connector_target_id = $1) \
+             AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
         )
         .bind(&f.target_id)
         .bind(&f.status)
@@ -439,7 +450,7 @@ impl Store for SqliteStore {
             None => None,
         };
         let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_delivery WHERE (?1 IS NULL OR seq < ?1) ORDER BY seq DESC LIMIT ?2"
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_delivery WHERE ($1 IS NULL OR seq < $1) ORDER BY seq DESC LIMIT $2"
         ))
         .bind(cursor)
         .bind(limit_plus_one(p))
@@ -488,7 +499,7 @@ impl Store for SqliteStore {
 
     async fn get_delivery(&self, id: &str) -> Result<Delivery> {
         let row = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_delivery WHERE delivery_id = ?"
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_delivery WHERE delivery_id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.read)

@@ -4,18 +4,18 @@ use super::enqueue::{cancel_pending, enqueue, Enqueued, Trigger};
 use super::ingest::{parse_ids, Ctx, TargetRef, TARGET_REF_SELECT};
 use crate::store::models::*;
 use crate::store::{Result, StoreError};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
-fn opt_time(row: &SqliteRow, col: &str) -> Result<Option<String>> {
+fn opt_time(row: &AnyRow, col: &str) -> Result<Option<String>> {
     Ok(row.try_get::<Option<i64>, _>(col)?.map(rfc3339))
 }
 
-fn time(row: &SqliteRow, col: &str) -> Result<String> {
+fn time(row: &AnyRow, col: &str) -> Result<String> {
     Ok(rfc3339(row.try_get(col)?))
 }
 
-pub fn connector_from_row(r: &SqliteRow) -> Result<ConnectorInstance> {
+pub fn connector_from_row(r: &AnyRow) -> Result<ConnectorInstance> {
     Ok(ConnectorInstance {
         id: r.try_get("id")?,
         connector_type: r.try_get("connector_type")?,
@@ -31,7 +31,7 @@ pub fn connector_from_row(r: &SqliteRow) -> Result<ConnectorInstance> {
     })
 }
 
-pub fn target_from_row(r: &SqliteRow) -> Result<Target> {
+pub fn target_from_row(r: &AnyRow) -> Result<Target> {
     Ok(Target {
         id: r.try_get("id")?,
         connector_id: r.try_get("connector_id")?,
@@ -42,7 +42,7 @@ pub fn target_from_row(r: &SqliteRow) -> Result<Target> {
         max_file_bytes: r.try_get("max_file_bytes")?,
         status: r.try_get("status")?,
         health: r.try_get("health")?,
-        archived: r.try_get("archived")?,
+        archived: super::dialect::flag(r, "archived")?,
         latest_head_sha: r.try_get("latest_head_sha")?,
         last_synced_sha: r.try_get("last_synced_sha")?,
         last_synced_at: opt_time(r, "last_synced_at")?,
@@ -51,7 +51,7 @@ pub fn target_from_row(r: &SqliteRow) -> Result<Target> {
     })
 }
 
-pub fn sync_event_from_row(r: &SqliteRow) -> Result<SyncEvent> {
+pub fn sync_event_from_row(r: &AnyRow) -> Result<SyncEvent> {
     Ok(SyncEvent {
         id: r.try_get("id")?,
         connector_target_id: r.try_get("connector_target_id")?,
@@ -78,7 +78,7 @@ pub fn sync_event_from_row(r: &SqliteRow) -> Result<SyncEvent> {
     })
 }
 
-pub fn delivery_from_row(r: &SqliteRow) -> Result<Delivery> {
+pub fn delivery_from_row(r: &AnyRow) -> Result<Delivery> {
     Ok(Delivery {
         id: r.try_get("delivery_id")?,
         event: r.try_get("event")?,
@@ -93,7 +93,7 @@ pub fn delivery_from_row(r: &SqliteRow) -> Result<Delivery> {
         outcome: r.try_get("outcome")?,
         reason: r.try_get("reason")?,
         sync_event_ids: parse_ids(r, "sync_event_ids"),
-        body_retained: r.try_get("body_retained")?,
+        body_retained: super::dialect::flag(r, "body_retained")?,
         replay_of: r.try_get("replay_of")?,
         received_at: time(r, "received_at")?,
     })
@@ -112,12 +112,12 @@ pub fn page<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> Lis
 }
 
 pub async fn create_connector(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     installation_id: i64,
 ) -> Result<(ConnectorInstance, bool)> {
     let now = now_ms();
     let inserted = sqlx::query(
-        "INSERT INTO connector_instance (id, installation_id, status, created_at, updated_at) VALUES (?, ?, 'active', ?, ?) \
+        "INSERT INTO connector_instance (id, installation_id, status, created_at, updated_at) VALUES ($1, $2, 'active', $3, $4) \
          ON CONFLICT (installation_id) DO NOTHING",
     )
     .bind(new_id("con"))
@@ -127,7 +127,7 @@ pub async fn create_connector(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    let row = sqlx::query("SELECT * FROM connector_instance WHERE installation_id = ?")
+    let row = sqlx::query("SELECT * FROM connector_instance WHERE installation_id = $1")
         .bind(installation_id)
         .fetch_one(&mut *conn)
         .await?;
@@ -135,14 +135,14 @@ pub async fn create_connector(
 }
 
 pub async fn create_target(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     connector_id: &str,
     t: NewTarget,
     max_attempts: i64,
 ) -> Result<(Target, SyncEvent)> {
     let now = now_ms();
     let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM connector_instance WHERE id = ?")
+        sqlx::query_scalar("SELECT status FROM connector_instance WHERE id = $1")
             .bind(connector_id)
             .fetch_optional(&mut *conn)
             .await?;
@@ -158,7 +158,7 @@ pub async fn create_target(
     let id = new_id("tgt");
     let res = sqlx::query(
         "INSERT INTO connector_target (id, connector_id, repository_full_name, repository_id, branch, path_prefix, \
-         max_file_bytes, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+         max_file_bytes, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $9)",
     )
     .bind(&id)
     .bind(connector_id)
@@ -179,7 +179,7 @@ pub async fn create_target(
         }
     }
     res?;
-    let target_ref: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = ?"))
+    let target_ref: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = $1"))
         .bind(&id)
         .fetch_one(&mut *conn)
         .await?;
@@ -196,8 +196,8 @@ pub async fn create_target(
     ))
 }
 
-pub async fn get_target(conn: &mut SqliteConnection, id: &str) -> Result<Target> {
-    let row = sqlx::query("SELECT * FROM connector_target WHERE id = ? AND status <> 'removed'")
+pub async fn get_target(conn: &mut AnyConnection, id: &str) -> Result<Target> {
+    let row = sqlx::query("SELECT * FROM connector_target WHERE id = $1 AND status <> 'removed'")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
@@ -205,8 +205,8 @@ pub async fn get_target(conn: &mut SqliteConnection, id: &str) -> Result<Target>
     target_from_row(&row)
 }
 
-pub async fn get_sync_event(conn: &mut SqliteConnection, id: &str) -> Result<SyncEvent> {
-    let row = sqlx::query("SELECT * FROM connector_sync_event WHERE id = ?")
+pub async fn get_sync_event(conn: &mut AnyConnection, id: &str) -> Result<SyncEvent> {
+    let row = sqlx::query("SELECT * FROM connector_sync_event WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
@@ -214,9 +214,9 @@ pub async fn get_sync_event(conn: &mut SqliteConnection, id: &str) -> Result<Syn
     sync_event_from_row(&row)
 }
 
-pub async fn delete_target(conn: &mut SqliteConnection, id: &str) -> Result<()> {
+pub async fn delete_target(conn: &mut AnyConnection, id: &str) -> Result<()> {
     let now = now_ms();
-    let n = sqlx::query("UPDATE connector_target SET status = 'removed', updated_at = ? WHERE id = ? AND status <> 'removed'")
+    let n = sqlx::query("UPDATE connector_target SET status = 'removed', updated_at = $1 WHERE id = $2 AND status <> 'removed'")
         .bind(now)
         .bind(id)
         .execute(&mut *conn)
@@ -229,19 +229,19 @@ pub async fn delete_target(conn: &mut SqliteConnection, id: &str) -> Result<()> 
 }
 
 pub async fn request_sync(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     target_id: &str,
     max_attempts: i64,
 ) -> Result<SyncEvent> {
     let now = now_ms();
     let target: TargetRef = sqlx::query_as(&format!(
-        "{TARGET_REF_SELECT} WHERE t.id = ? AND t.status <> 'removed'"
+        "{TARGET_REF_SELECT} WHERE t.id = $1 AND t.status <> 'removed'"
     ))
     .bind(target_id)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::NotFound)?;
-    let status: String = sqlx::query_scalar("SELECT status FROM connector_target WHERE id = ?")
+    let status: String = sqlx::query_scalar("SELECT status FROM connector_target WHERE id = $1")
         .bind(target_id)
         .fetch_one(&mut *conn)
         .await?;

@@ -1,15 +1,16 @@
 //! Applying lifecycle deliveries (`installation`, `installation_repositories`,
 //! `repository`) to connectors and targets, inside the delivery's write unit.
 
+use super::dialect::Dialect;
 use super::enqueue::{cancel_pending, enqueue, Enqueued, Trigger};
 use super::ingest::{Applied, Ctx, TargetRef, TARGET_REF_SELECT};
 use crate::ingress::dispatch::*;
 use crate::store::models::*;
 use crate::store::Result;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 pub(super) async fn apply_installation(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ctx: &Ctx<'_>,
     p: &InstallationPlan,
 ) -> Result<Applied> {
@@ -22,10 +23,10 @@ pub(super) async fn apply_installation(
     let permissions = p.permissions.as_ref().map(|v| v.to_string());
     let connector_id: String = sqlx::query_scalar(
         "INSERT INTO connector_instance (id, installation_id, account_login, status, repository_selection, \
-         permissions, created_at, updated_at) VALUES (?1, ?2, ?3, coalesce(nullif(?4, ''), 'active'), ?5, ?6, ?7, ?7) \
+         permissions, created_at, updated_at) VALUES ($1, $2, $3, coalesce(nullif($4, ''), 'active'), $5, $6, $7, $7) \
          ON CONFLICT (installation_id) DO UPDATE SET \
            account_login = coalesce(excluded.account_login, account_login), \
-           status = coalesce(nullif(?4, ''), status), \
+           status = coalesce(nullif($4, ''), status), \
            repository_selection = coalesce(excluded.repository_selection, repository_selection), \
            permissions = coalesce(excluded.permissions, permissions), \
            updated_at = excluded.updated_at \
@@ -76,12 +77,12 @@ pub(super) async fn apply_installation(
 }
 
 pub(super) async fn apply_installation_repositories(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ctx: &Ctx<'_>,
     p: &InstallationRepositoriesPlan,
 ) -> Result<Applied> {
     let connector_id: Option<String> =
-        sqlx::query_scalar("SELECT id FROM connector_instance WHERE installation_id = ?")
+        sqlx::query_scalar("SELECT id FROM connector_instance WHERE installation_id = $1")
             .bind(p.installation_id)
             .fetch_optional(&mut *conn)
             .await?;
@@ -147,7 +148,7 @@ fn repo_match_clause(repos: &[RepoRef]) -> String {
 /// Moves the connector's targets matching `condition` to `status` (and
 /// optionally `health`), returning their ids.
 async fn set_target_status(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     connector_id: &str,
     condition: &str,
     status: &str,
@@ -155,8 +156,8 @@ async fn set_target_status(
     now: Millis,
 ) -> Result<Vec<String>> {
     let sql = format!(
-        "UPDATE connector_target SET status = ?, health = coalesce(?, health), updated_at = ? \
-         WHERE connector_id = ? AND {condition} RETURNING id"
+        "UPDATE connector_target SET status = $1, health = coalesce($2, health), updated_at = $3 \
+         WHERE connector_id = $4 AND {condition} RETURNING id"
     );
     Ok(sqlx::query_scalar(&sql)
         .bind(status)
@@ -168,13 +169,13 @@ async fn set_target_status(
 }
 
 async fn resync(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ctx: &Ctx<'_>,
     target_ids: &[String],
 ) -> Result<Vec<String>> {
     let mut events = vec![];
     for id in target_ids {
-        let t: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = ?"))
+        let t: TargetRef = sqlx::query_as(&format!("{TARGET_REF_SELECT} WHERE t.id = $1"))
             .bind(id)
             .fetch_one(&mut *conn)
             .await?;
@@ -186,13 +187,13 @@ async fn resync(
 }
 
 pub(super) async fn apply_repository(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     p: &RepositoryPlan,
     now: Millis,
 ) -> Result<Applied> {
     let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM connector_target WHERE repository_id = ? AND status NOT IN ('removed', 'deleted') \
-         AND (?2 IS NULL OR connector_id IN (SELECT id FROM connector_instance WHERE installation_id = ?2))",
+        "SELECT id FROM connector_target WHERE repository_id = $1 AND status NOT IN ('removed', 'deleted') \
+         AND ($2 IS NULL OR connector_id IN (SELECT id FROM connector_instance WHERE installation_id = $2))",
     )
     .bind(p.repository_id)
     .bind(p.installation_id)
@@ -207,9 +208,10 @@ pub(super) async fn apply_repository(
             rename_targets(conn, &ids_json, full_name, now).await?;
         }
         RepositoryAction::Archived(archived) => {
-            sqlx::query(
-                "UPDATE connector_target SET archived = ?, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
-            )
+            sqlx::query(&format!(
+                "UPDATE connector_target SET archived = $1, updated_at = $2 WHERE id IN ({})",
+                Dialect::of(conn).json_strings(3)
+            ))
             .bind(archived)
             .bind(now)
             .bind(&ids_json)
@@ -217,9 +219,10 @@ pub(super) async fn apply_repository(
             .await?;
         }
         RepositoryAction::Deleted => {
-            sqlx::query(
-                "UPDATE connector_target SET status = 'deleted', updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
-            )
+            sqlx::query(&format!(
+                "UPDATE connector_target SET status = 'deleted', updated_at = $1 WHERE id IN ({})",
+                Dialect::of(conn).json_strings(2)
+            ))
             .bind(now)
             .bind(&ids_json)
             .execute(&mut *conn)
@@ -237,18 +240,19 @@ pub(super) async fn apply_repository(
 /// connector, branch and prefix (one added by that name) keeps its old name:
 /// it is matched by repository id anyway, and the delivery must still commit.
 pub(super) async fn rename_targets(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ids_json: &str,
     full_name: &str,
     now: Millis,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE connector_target AS t SET repository_full_name = ?1, updated_at = ?2 \
-         WHERE t.id IN (SELECT value FROM json_each(?3)) AND t.repository_full_name <> ?1 \
+    sqlx::query(&format!(
+        "UPDATE connector_target AS t SET repository_full_name = $1, updated_at = $2 \
+         WHERE t.id IN ({}) AND t.repository_full_name <> $1 \
          AND NOT EXISTS (SELECT 1 FROM connector_target o WHERE o.id <> t.id AND o.status <> 'removed' \
-             AND o.connector_id = t.connector_id AND lower(o.repository_full_name) = lower(?1) \
+             AND o.connector_id = t.connector_id AND lower(o.repository_full_name) = lower($1) \
              AND o.branch = t.branch AND o.path_prefix = t.path_prefix)",
-    )
+        Dialect::of(conn).json_strings(3)
+    ))
     .bind(full_name)
     .bind(now)
     .bind(ids_json)

@@ -1,0 +1,438 @@
+//! Worker-side queue statements. Every change to a claimed job is fenced on
+//! `(id, attempt, state = 'running')`: a worker whose lease was taken over can
+//! never complete, retry or fail the job (zero rows updated tells it so).
+
+use super::dialect::{lock_target, Dialect};
+use crate::store::models::*;
+use crate::store::Result;
+use sqlx::{AnyConnection, Row};
+
+/// Locks the candidate's installation and its target, skipping either when
+/// another transaction holds it (a claim of the same installation, an ingest,
+/// a finishing job). Nothing here waits, so claims cannot deadlock each other
+/// whatever order they meet rows in. `false`: skip this candidate.
+async fn lock_for_claim(
+    conn: &mut AnyConnection,
+    d: Dialect,
+    connector_id: &str,
+    target_id: &str,
+) -> Result<bool> {
+    let connector: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT id FROM connector_instance WHERE id = $1{}",
+        d.for_update_skip_locked()
+    ))
+    .bind(connector_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if connector.is_none() {
+        return Ok(false);
+    }
+    let target: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT id FROM connector_target WHERE id = $1{}",
+        d.for_update_skip_locked()
+    ))
+    .bind(target_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(target.is_some())
+}
+
+/// The fence, its two parameters numbered from `first`: the job id, then the attempt.
+fn fence(first: usize) -> String {
+    format!(
+        "id = ${first} AND attempt = ${} AND state = 'running'",
+        first + 1
+    )
+}
+
+/// How many candidates one claim looks at before giving up: enough to get
+/// past targets and installations other workers are claiming right now.
+const CLAIM_CANDIDATES: i64 = 16;
+
+/// Claims a runnable job, fairly across installations.
+///
+/// Runnable: due, its installation active and under `per_installation`
+/// running jobs, its target tracked and idle. Among those, installations
+/// with the fewest running jobs go first, then the oldest job: one
+/// installation with thousands of queued syncs gets at most its cap while
+/// every other installation's next job goes ahead of its backlog.
+///
+/// On PostgreSQL many workers claim at once: the installation row and the
+/// target row are locked with `SKIP LOCKED` (held by another transaction:
+/// try the next candidate), and the counts are checked again under those
+/// locks, which makes the cap exact. A claim that found work but skipped all
+/// of it answers [`Claim::Contended`] and is simply tried again. The partial unique index
+/// `sync_job_one_running` backs up "one running job per target" whatever
+/// happens here.
+pub enum Claim {
+    Claimed(Box<ClaimedJob>),
+    Nothing,
+    /// Runnable jobs exist but other transactions held all of them.
+    Contended,
+}
+
+pub async fn claim(
+    conn: &mut AnyConnection,
+    owner: &str,
+    now: Millis,
+    lease_ms: i64,
+    per_installation: i64,
+) -> Result<Claim> {
+    let d = Dialect::of(conn);
+    let candidates: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT j.id, j.target_id, t.connector_id FROM sync_job j \
+         JOIN connector_target t ON t.id = j.target_id \
+         JOIN connector_instance c ON c.id = t.connector_id \
+         LEFT JOIN (SELECT rt.connector_id, count(*) AS n FROM sync_job r \
+                    JOIN connector_target rt ON rt.id = r.target_id \
+                    WHERE r.state = 'running' GROUP BY rt.connector_id) busy \
+                ON busy.connector_id = t.connector_id \
+         WHERE j.state IN ('available', 'retryable') AND j.run_at <= $1 \
+           AND c.status = 'active' AND t.status = 'active' AND coalesce(busy.n, 0) < $2 \
+           AND NOT EXISTS (SELECT 1 FROM sync_job x WHERE x.target_id = j.target_id AND x.state = 'running') \
+         ORDER BY coalesce(busy.n, 0), j.run_at, j.id LIMIT $3",
+    )
+    .bind(now)
+    .bind(per_installation)
+    .bind(CLAIM_CANDIDATES)
+    .fetch_all(&mut *conn)
+    .await?;
+    let contended = !candidates.is_empty();
+    let mut row = None;
+    for (job_id, target_id, connector_id) in candidates {
+        if d == Dialect::Postgres && !lock_for_claim(conn, d, &connector_id, &target_id).await? {
+            continue;
+        }
+        row = sqlx::query(
+            "UPDATE sync_job SET state = 'running', attempt = attempt + 1, lease_owner = $1, lease_expires_at = $2 + $3 \
+             WHERE id = $4 AND state IN ('available', 'retryable') AND run_at <= $2 \
+               AND NOT EXISTS (SELECT 1 FROM sync_job x WHERE x.target_id = $5 AND x.state = 'running') \
+               AND (SELECT count(*) FROM sync_job r JOIN connector_target rt ON rt.id = r.target_id \
+                    WHERE rt.connector_id = $6 AND r.state = 'running') < $7 \
+             RETURNING id, attempt, max_attempts, payload, sync_event_id, target_id",
+        )
+        .bind(owner)
+        .bind(now)
+        .bind(lease_ms)
+        .bind(&job_id)
+        .bind(&target_id)
+        .bind(&connector_id)
+        .bind(per_installation)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if row.is_some() {
+            break;
+        }
+    }
+    let Some(row) = row else {
+        // On SQLite (one writer) a candidate can only vanish to a rule, never to a lock.
+        return Ok(if contended && d == Dialect::Postgres {
+            Claim::Contended
+        } else {
+            Claim::Nothing
+        });
+    };
+    let job_id: String = row.try_get("id")?;
+    let attempt: i64 = row.try_get("attempt")?;
+    let event_id: String = row.try_get("sync_event_id")?;
+    let target_id: String = row.try_get("target_id")?;
+    let mut job: GithubConnectorSyncJob =
+        serde_json::from_str(row.try_get::<&str, _>("payload")?).map_err(anyhow::Error::from)?;
+    // The repository may have been renamed (or its id learned) since enqueue.
+    let target = sqlx::query("SELECT repository_id, repository_full_name, path_prefix, max_file_bytes FROM connector_target WHERE id = $1")
+        .bind(&target_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    job.repository_id = target.try_get("repository_id")?;
+    job.repository_full_name = target.try_get("repository_full_name")?;
+    sqlx::query(
+        "UPDATE connector_sync_event SET status = 'running', attempts = $1, started_at = coalesce(started_at, $2), \
+         next_attempt_at = NULL WHERE id = $3",
+    )
+    .bind(attempt)
+    .bind(now)
+    .bind(&event_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Claim::Claimed(Box::new(ClaimedJob {
+        job_id,
+        attempt,
+        max_attempts: row.try_get("max_attempts")?,
+        job,
+        path_prefix: target.try_get("path_prefix")?,
+        max_file_bytes: target.try_get("max_file_bytes")?,
+    })))
+}
+
+pub async fn heartbeat(
+    conn: &mut AnyConnection,
+    job: &ClaimedJob,
+    now: Millis,
+    lease_ms: i64,
+) -> Result<bool> {
+    let n = sqlx::query(&format!(
+        "UPDATE sync_job SET lease_expires_at = $1 WHERE {}",
+        fence(2)
+    ))
+    .bind(now + lease_ms)
+    .bind(&job.job_id)
+    .bind(job.attempt)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Marks the job finished (fenced); returns false if the lease was lost.
+async fn finish(
+    conn: &mut AnyConnection,
+    job: &ClaimedJob,
+    error: Option<&str>,
+    now: Millis,
+) -> Result<bool> {
+    let n = sqlx::query(&format!(
+        "UPDATE sync_job SET state = 'finished', finished_at = $1, lease_owner = NULL, last_error = coalesce($2, last_error) \
+         WHERE {}",
+        fence(3)
+    ))
+    .bind(now)
+    .bind(error)
+    .bind(&job.job_id)
+    .bind(job.attempt)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Applies the reconciled content and completes the job in one transaction,
+/// so a crash leaves either both or neither (a rerun then finds nothing left
+/// to change). `partial` keeps `last_synced_sha` where it was, so the next
+/// sync of the same head retries the files that failed.
+pub async fn complete(
+    conn: &mut AnyConnection,
+    job: &ClaimedJob,
+    result: &SyncResult,
+    now: Millis,
+) -> Result<bool> {
+    lock_target(conn, &job.job.connector_target_id).await?;
+    if !finish(conn, job, None, now).await? {
+        return Ok(false);
+    }
+    let event_id = &job.job.connector_sync_event_id;
+    let target_id = &job.job.connector_target_id;
+    super::content::apply_changes(conn, target_id, event_id, &result.changes, now).await?;
+    let complete = result.failures.is_empty();
+    let head = result.head_sha.clone().or_else(|| job.job.head_sha.clone());
+    sqlx::query(
+        "UPDATE connector_sync_event SET status = $1, head_sha = coalesce($2, head_sha), created_count = $3, \
+         updated_count = $4, deleted_count = $5, skipped_count = $6, skipped_reasons = $7, failures = $8, \
+         completed_at = $9, last_error = NULL WHERE id = $10",
+    )
+    .bind(if complete { "completed" } else { "partial" })
+    .bind(&head)
+    .bind(result.counts.created)
+    .bind(result.counts.updated)
+    .bind(result.counts.deleted)
+    .bind(result.counts.skipped)
+    .bind(serde_json::to_string(&result.skipped_reasons).map_err(anyhow::Error::from)?)
+    .bind(serde_json::to_string(&result.failures).map_err(anyhow::Error::from)?)
+    .bind(now)
+    .bind(event_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE connector_target SET last_synced_sha = CASE WHEN $1 THEN coalesce($2, last_synced_sha) \
+         ELSE last_synced_sha END, last_synced_at = $3, health = CASE WHEN $1 THEN 'ok' ELSE 'failing' END, \
+         updated_at = $3 WHERE id = $4",
+    )
+    .bind(complete)
+    .bind(&head)
+    .bind(now)
+    .bind(target_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+pub async fn fail(
+    conn: &mut AnyConnection,
+    job: &ClaimedJob,
+    error: &str,
+    health: FailureHealth,
+    now: Millis,
+) -> Result<bool> {
+    lock_target(conn, &job.job.connector_target_id).await?;
+    if !finish(conn, job, Some(error), now).await? {
+        return Ok(false);
+    }
+    fail_event(
+        conn,
+        &job.job.connector_sync_event_id,
+        &job.job.connector_target_id,
+        error,
+        health,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn fail_event(
+    conn: &mut AnyConnection,
+    event_id: &str,
+    target_id: &str,
+    error: &str,
+    health: FailureHealth,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE connector_sync_event SET status = 'failed', last_error = $1, completed_at = $2, next_attempt_at = NULL \
+         WHERE id = $3",
+    )
+    .bind(error)
+    .bind(now)
+    .bind(event_id)
+    .execute(&mut *conn)
+    .await?;
+    // Flags that say more than "failing" (deleted branch, lost access) stay.
+    let sql = match health {
+        FailureHealth::Failing => {
+            "UPDATE connector_target SET health = 'failing', updated_at = $1 WHERE id = $2 AND health IN ('pending', 'ok')"
+        }
+        FailureHealth::Inaccessible => {
+            "UPDATE connector_target SET health = 'inaccessible', updated_at = $1 WHERE id = $2 AND health <> 'branch_deleted'"
+        }
+    };
+    sqlx::query(sql)
+        .bind(now)
+        .bind(target_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn retry(
+    conn: &mut AnyConnection,
+    job: &ClaimedJob,
+    run_at: Millis,
+    error: &str,
+    consume_attempt: bool,
+) -> Result<bool> {
+    lock_target(conn, &job.job.connector_target_id).await?;
+    let refund = i64::from(!consume_attempt);
+    let n = sqlx::query(&format!(
+        "UPDATE sync_job SET state = 'retryable', run_at = $1, last_error = $2, lease_owner = NULL, \
+         lease_expires_at = NULL, attempt = attempt - $3 WHERE {}",
+        fence(4)
+    ))
+    .bind(run_at)
+    .bind(error)
+    .bind(refund)
+    .bind(&job.job_id)
+    .bind(job.attempt)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE connector_sync_event SET status = 'queued', last_error = $1, next_attempt_at = $2, attempts = $3 WHERE id = $4",
+    )
+    .bind(error)
+    .bind(run_at)
+    .bind(job.attempt - refund)
+    .bind(&job.job.connector_sync_event_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+pub async fn release(conn: &mut AnyConnection, job: &ClaimedJob) -> Result<bool> {
+    lock_target(conn, &job.job.connector_target_id).await?;
+    let n = sqlx::query(&format!(
+        "UPDATE sync_job SET state = 'available', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL \
+         WHERE {}",
+        fence(1)
+    ))
+    .bind(&job.job_id)
+    .bind(job.attempt)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        sqlx::query(
+            "UPDATE connector_sync_event SET status = 'queued', attempts = $1 WHERE id = $2",
+        )
+        .bind(job.attempt - 1)
+        .bind(&job.job.connector_sync_event_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(n == 1)
+}
+
+/// Expired leases: the worker died or stalled. The attempt it used counts.
+/// Each job is taken back under its target's lock and only if its lease is
+/// still the expired one (a worker may heartbeat or finish meanwhile).
+pub async fn rescue(conn: &mut AnyConnection, now: Millis) -> Result<u64> {
+    let expired = sqlx::query(
+        "SELECT id, attempt, max_attempts, sync_event_id, target_id FROM sync_job \
+         WHERE state = 'running' AND lease_expires_at < $1",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let msg = "lease expired: the worker stopped heartbeating";
+    let mut rescued = 0;
+    for row in &expired {
+        let id: String = row.try_get("id")?;
+        let attempt: i64 = row.try_get("attempt")?;
+        let event_id: String = row.try_get("sync_event_id")?;
+        let target_id: String = row.try_get("target_id")?;
+        let out_of_attempts = attempt >= row.try_get::<i64, _>("max_attempts")?;
+        lock_target(conn, &target_id).await?;
+        let state = if out_of_attempts {
+            "finished"
+        } else {
+            "retryable"
+        };
+        let n = sqlx::query(&format!(
+            "UPDATE sync_job SET state = $1, run_at = $2, finished_at = CASE WHEN $1 = 'finished' THEN $2 END, \
+             last_error = $3, lease_owner = NULL, lease_expires_at = NULL WHERE {} AND lease_expires_at < $2",
+            fence(4)
+        ))
+        .bind(state)
+        .bind(now)
+        .bind(msg)
+        .bind(&id)
+        .bind(attempt)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            continue;
+        }
+        rescued += 1;
+        if out_of_attempts {
+            fail_event(
+                conn,
+                &event_id,
+                &target_id,
+                msg,
+                FailureHealth::Failing,
+                now,
+            )
+            .await?;
+        } else {
+            sqlx::query("UPDATE connector_sync_event SET status = 'queued', last_error = $1, next_attempt_at = $2 WHERE id = $3")
+                .bind(msg)
+                .bind(now)
+                .bind(&event_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(rescued)
+}

@@ -1,0 +1,92 @@
+//! The embedded default: SQLite in WAL mode with `synchronous=FULL` (an
+//! acknowledged delivery survives power loss), one writer task with group
+//! commit, and a pool of read connections.
+
+use super::{Backend, SqlStore};
+use crate::store::{Result, StoreError, StoreOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{AnyConnection, ConnectOptions, Connection, Executor, SqliteConnection};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Set on every connection: the `Any` driver opens SQLite from the URL alone.
+const PRAGMAS: &str =
+    "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+
+fn native_options(url: &str) -> Result<SqliteConnectOptions> {
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Internal(anyhow::anyhow!("invalid SQLite URL: {e}")))?;
+    Ok(opts
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true))
+}
+
+fn any_options(url: &str) -> Result<AnyConnectOptions> {
+    let opts = AnyConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Internal(anyhow::anyhow!("invalid SQLite URL: {e}")))?;
+    Ok(opts.log_statements(tracing::log::LevelFilter::Trace))
+}
+
+/// Creates the file's directory, so `sqlite://data/x.db` works on a fresh machine.
+fn ensure_parent_dir(opts: &SqliteConnectOptions) -> Result<()> {
+    let path = opts.get_filename();
+    if path != Path::new(":memory:") {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the database if missing, switches it to WAL (a property of the
+/// file, so every later connection has it) and applies the embedded migrations.
+pub async fn migrate(url: &str) -> Result<()> {
+    let opts = native_options(url)?.create_if_missing(true);
+    ensure_parent_dir(&opts)?;
+    let mut conn = SqliteConnection::connect_with(&opts).await?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .map_err(|e| StoreError::Internal(e.into()))?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Opens the store; `max_batch` is the group-commit size (the ingress
+/// benchmark compares 1 against the default).
+pub async fn connect(url: &str, options: StoreOptions, max_batch: usize) -> Result<SqlStore> {
+    sqlx::any::install_default_drivers();
+    migrate(url).await?;
+    let opts = any_options(url)?;
+    let mut write_conn = AnyConnection::connect_with(&opts).await?;
+    write_conn.execute(PRAGMAS).await?;
+    let read = AnyPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(PRAGMAS).await?;
+                Ok(())
+            })
+        })
+        .connect_with(opts)
+        .await?;
+    Ok(SqlStore {
+        backend: Backend::Sqlite {
+            writer: super::Writer::spawn(write_conn, max_batch),
+        },
+        read,
+        jobs_ready: Arc::new(Notify::new()),
+        options,
+    })
+}
