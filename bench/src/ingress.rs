@@ -41,6 +41,7 @@ async fn run(
         listen: "127.0.0.1:0".into(),
         admin_listen: None,
         database_url: url,
+        database_max_connections: 10,
         webhook_secret: SECRET.into(),
         webhook_secret_previous: None,
         admin_token: "bench".into(),

@@ -66,6 +66,7 @@ async fn app(
         listen: "127.0.0.1:0".into(),
         admin_listen: None,
         database_url: format!("sqlite://{}", dir.join("bench.db").display()),
+        database_max_connections: 10,
         webhook_secret: "bench".into(),
         webhook_secret_previous: None,
         admin_token: "bench".into(),

@@ -142,6 +142,13 @@ pub struct StoreArgs {
     /// (migrated at start). Default: sqlite://<data-dir>/connectord.db
     #[arg(long, env = "CONNECTORD_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// PostgreSQL connections this process may open (plus one for LISTEN).
+    #[arg(
+        long,
+        env = "CONNECTORD_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub database_max_connections: u32,
 }
 
 impl StoreArgs {
@@ -159,6 +166,8 @@ pub struct Settings {
     pub listen: String,
     pub admin_listen: Option<String>,
     pub database_url: String,
+    /// PostgreSQL pool size (SQLite ignores it).
+    pub database_max_connections: u32,
     pub webhook_secret: String,
     pub webhook_secret_previous: Option<String>,
     pub admin_token: String,
@@ -196,6 +205,7 @@ impl ServeArgs {
             listen: self.listen,
             admin_listen: self.admin_listen,
             database_url: self.store.database_url(),
+            database_max_connections: self.store.database_max_connections.max(2),
             webhook_secret,
             webhook_secret_previous: self.webhook_secret_previous.filter(|s| !s.is_empty()),
             admin_token,

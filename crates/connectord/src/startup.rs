@@ -59,6 +59,7 @@ impl Application {
             StoreOptions {
                 max_attempts: settings.worker.retry.max_attempts,
                 max_jobs_per_installation: settings.worker.max_jobs_per_installation,
+                max_connections: settings.database_max_connections,
             },
         )
         .await?;

@@ -147,6 +147,7 @@ fn assert_unique(ids: &[String]) {
 // 1. Authentication and the public endpoints
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn every_admin_route_requires_the_bearer_token() {
     let app = spawn_app().await;
@@ -202,7 +203,9 @@ async fn every_admin_route_requires_the_bearer_token() {
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn webhook_health_readiness_metrics_and_openapi_need_no_admin_token() {
     let app = spawn_app().await;
@@ -223,7 +226,9 @@ async fn webhook_health_readiness_metrics_and_openapi_need_no_admin_token() {
     assert_eq!(status, StatusCode::OK, "{text}");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn metrics_expose_deliveries_signature_failures_queue_depth_and_latency() {
     let app = spawn_app().await;
@@ -279,11 +284,13 @@ async fn metrics_expose_deliveries_signature_failures_queue_depth_and_latency() 
     );
     app.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------
 // 2. Connectors
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn connectors_are_created_once_per_installation_and_readable() {
     let app = spawn_app().await;
@@ -328,7 +335,9 @@ async fn connectors_are_created_once_per_installation_and_readable() {
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn connector_bodies_are_validated() {
     let app = spawn_app().await;
@@ -369,11 +378,13 @@ async fn connector_bodies_are_validated() {
     assert_eq!(list["items"], json!([]), "a bad request created something");
     app.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------
 // 3. Targets
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn target_creation_queues_an_initial_sync_and_rejects_duplicates() {
     let app = spawn_app().await;
@@ -454,7 +465,9 @@ async fn target_creation_queues_an_initial_sync_and_rejects_duplicates() {
     assert_eq!(got["pathPrefix"], "docs/");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn target_bodies_are_validated_and_unknown_connectors_are_404() {
     let app = spawn_app().await;
@@ -516,7 +529,9 @@ async fn target_bodies_are_validated_and_unknown_connectors_are_404() {
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn deleting_a_target_hides_it_cancels_its_syncs_and_frees_its_identity() {
     let app = spawn_app().await;
@@ -569,7 +584,9 @@ async fn deleting_a_target_hides_it_cancels_its_syncs_and_frees_its_identity() {
     assert_ne!(again, target);
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn manual_sync_answers_202_with_a_queued_head_less_event() {
     let app = spawn_app().await;
@@ -610,11 +627,13 @@ async fn manual_sync_answers_202_with_a_queued_head_less_event() {
     assert_eq!(app.sync_event(&manual).await["status"], "queued");
     app.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------
 // 4. Pagination
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn connectors_paginate_with_cursors() {
     let app = spawn_app().await;
@@ -646,7 +665,9 @@ async fn connectors_paginate_with_cursors() {
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn deliveries_paginate_in_arrival_order() {
     let app = spawn_app().await;
@@ -673,7 +694,9 @@ async fn deliveries_paginate_in_arrival_order() {
     }
     app.stop().await;
 }
+}
 
+conformance! {
 /// A cursor that was never issued is a bad request (400), as every other bad
 /// query parameter is; not a conflict with the resource's state.
 #[tokio::test]
@@ -687,7 +710,9 @@ async fn a_malformed_delivery_cursor_is_a_bad_request() {
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn sync_events_paginate_and_filter_by_target_and_status() {
     let app = spawn_app().await;
@@ -770,11 +795,13 @@ async fn sync_events_paginate_and_filter_by_target_and_status() {
     }
     app.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------
 // 5. Deliveries and replay
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn deliveries_record_what_happened_and_rejected_ones_are_404() {
     let app = spawn_app().await;
@@ -877,7 +904,9 @@ async fn deliveries_record_what_happened_and_rejected_ones_are_404() {
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn replay_of_a_still_queued_push_is_a_duplicate() {
     let app = spawn_app().await;
@@ -919,7 +948,9 @@ async fn replay_of_a_still_queued_push_is_a_duplicate() {
     assert_eq!(r2["deliveryId"], "d-a:replay:2");
     app.stop().await;
 }
+}
 
+conformance! {
 /// Push A, then push B (A's event superseded). Replaying A is a redelivery of
 /// an out-of-order push: its `before` is not the latest head (B) and a recorded
 /// push (A→B) moved away from its `after`, so the rules call it stale.
@@ -964,7 +995,9 @@ async fn replay_of_a_superseded_push_is_stale() {
     assert_eq!(d["reason"], "stale");
     app.stop().await;
 }
+}
 
+conformance! {
 /// The operator's case for replay: a sync failed for good; replaying the
 /// delivery that caused it queues the same head again (202).
 #[tokio::test]
@@ -1012,7 +1045,9 @@ async fn replay_of_a_push_whose_sync_failed_is_accepted() {
     assert_eq!(d["syncEventIds"], json!([replayed]));
     app.stop().await;
 }
+}
 
+conformance! {
 /// A form-encoded delivery is replayed as it was received (the recorded body
 /// is the raw form, decoded again with its content type).
 #[tokio::test]
@@ -1046,6 +1081,7 @@ async fn replay_of_a_form_encoded_delivery() {
     assert_eq!(r["deliveryId"], "d-form:replay:1");
     app.stop().await;
 }
+}
 
 fn form_urlencoded_payload(json: &str) -> String {
     let mut out = String::from("payload=");
@@ -1061,6 +1097,7 @@ fn form_urlencoded_payload(json: &str) -> String {
     out
 }
 
+conformance! {
 /// Replays requested at the same time are each dispatched, each under its
 /// own number; none is answered as a duplicate of another.
 #[tokio::test]
@@ -1087,7 +1124,9 @@ async fn concurrent_replays_get_distinct_delivery_ids() {
     assert_eq!(ids, expected);
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn replay_needs_a_recorded_body() {
     let app = spawn_app().await;
@@ -1113,11 +1152,13 @@ async fn replay_needs_a_recorded_body() {
     assert_eq!(ids(list["items"].as_array().unwrap()), vec!["d-ping"]);
     app.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------
 // 6. OpenAPI
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn openapi_document_lists_every_admin_route_and_bearer_auth() {
     let app = spawn_app().await;
@@ -1157,11 +1198,13 @@ async fn openapi_document_lists_every_admin_route_and_bearer_auth() {
     assert!(doc["security"].is_array(), "no global security requirement");
     app.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------
 // 7. --admin-listen
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn separate_admin_listener_splits_the_admin_api_from_the_webhook() {
     let app = spawn_app_with(TestOptions {
@@ -1246,4 +1289,5 @@ async fn separate_admin_listener_splits_the_admin_api_from_the_webhook() {
     let (status, _) = public_get(&app, &app.base, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
+}
 }

@@ -67,6 +67,7 @@ async fn all_delivery_ids(app: &TestApp) -> HashSet<String> {
     }
 }
 
+conformance! {
 #[tokio::test]
 async fn every_documented_github_example_is_answered_by_the_rules_and_never_with_an_error() {
     let text = std::fs::read_to_string(fixtures_path()).expect("read the webhook examples corpus");
@@ -338,6 +339,7 @@ async fn every_documented_github_example_is_answered_by_the_rules_and_never_with
     );
     app.stop().await;
 }
+}
 
 /// The first corpus example of `event` for which `pred` holds.
 fn example_where(corpus: &[Value], event: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -379,6 +381,7 @@ async fn post_example(
     )
 }
 
+conformance! {
 #[tokio::test]
 async fn corpus_installation_and_repository_examples_change_the_connectors_and_targets_they_name() {
     let text = std::fs::read_to_string(fixtures_path()).expect("read the webhook examples corpus");
@@ -478,4 +481,5 @@ async fn corpus_installation_and_repository_examples_change_the_connectors_and_t
     // Installation 1's target is untouched by installation 2's removal.
     assert_eq!(app.target(&t1).await["status"], "active");
     app.stop().await;
+}
 }

@@ -133,6 +133,7 @@ fn repository_event(action: &str, installation: i64, repo_id: i64, full_name: &s
 // push
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn tag_pushes_untracked_repositories_and_branches_are_ignored_with_a_reason() {
     let app = spawn_app().await;
@@ -176,7 +177,9 @@ async fn tag_pushes_untracked_repositories_and_branches_are_ignored_with_a_reaso
     assert_eq!(events[0]["trigger"], "initial");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_target_added_by_name_matches_case_insensitively_and_learns_the_repository_id() {
     let app = spawn_app().await;
@@ -210,7 +213,9 @@ async fn a_target_added_by_name_matches_case_insensitively_and_learns_the_reposi
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_push_under_another_installation_does_not_match() {
     let app = spawn_app().await;
@@ -253,7 +258,9 @@ async fn a_push_under_another_installation_does_not_match() {
     assert_accepted(&got);
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn branch_deletion_marks_the_target_and_cancels_its_syncs_until_the_branch_returns() {
     let app = spawn_app().await;
@@ -307,7 +314,9 @@ async fn branch_deletion_marks_the_target_and_cancels_its_syncs_until_the_branch
     assert_eq!(app.target(&target).await["latestHeadSha"], sha('c'));
     app.stop().await;
 }
+}
 
+conformance! {
 /// `branch_deleted` says the branch is missing; once a push has created it
 /// again (and a sync of it is queued), the target must not keep saying so.
 #[tokio::test]
@@ -337,11 +346,13 @@ async fn a_recreated_branch_is_no_longer_reported_deleted() {
     assert_ne!(t["health"], "branch_deleted", "{t}");
     app.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------
 // installation
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn installation_lifecycle_drives_the_connector_and_its_targets() {
     let app = spawn_app().await;
@@ -478,11 +489,13 @@ async fn installation_lifecycle_drives_the_connector_and_its_targets() {
     assert_eq!(connector_of(&app, 20).await["status"], "active");
     app.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------
 // installation_repositories
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn repositories_removed_from_and_added_to_an_installation() {
     let app = spawn_app().await;
@@ -559,11 +572,13 @@ async fn repositories_removed_from_and_added_to_an_installation() {
     assert_eq!(app.target(&target).await["status"], "active");
     app.stop().await;
 }
+}
 
 // ---------------------------------------------------------------------------
 // repository
 // ---------------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn renamed_and_transferred_repositories_keep_their_targets() {
     let app = spawn_app().await;
@@ -623,7 +638,9 @@ async fn renamed_and_transferred_repositories_keep_their_targets() {
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn archived_unarchived_and_deleted_repositories() {
     let app = spawn_app().await;
@@ -689,7 +706,9 @@ async fn archived_unarchived_and_deleted_repositories() {
     assert_ignored(&got, None);
     app.stop().await;
 }
+}
 
+conformance! {
 /// A rename onto a name that another target of the same connector already
 /// tracks (added by name, for the same branch) must still be recorded and
 /// answered: never a 5xx, which GitHub would redeliver forever.
@@ -721,7 +740,9 @@ async fn a_rename_onto_a_name_another_target_tracks_is_still_recorded() {
     app.target(&by_name).await;
     app.stop().await;
 }
+}
 
+conformance! {
 /// The same collision reached through a push that follows a missed rename:
 /// the push matches the old target by id (and would rename it) and the other
 /// target by name.
@@ -745,4 +766,5 @@ async fn a_push_under_a_name_another_target_tracks_is_still_recorded() {
         "{status}: {body}"
     );
     app.stop().await;
+}
 }

@@ -108,6 +108,7 @@ fn value_text(v: &Value) -> String {
     }
 }
 
+conformance! {
 #[tokio::test]
 async fn github_documented_signature_vector_passes_verification_through_the_real_router() {
     let app = spawn_app_with_secret(GITHUB_VECTOR_SECRET).await;
@@ -168,7 +169,9 @@ async fn github_documented_signature_vector_passes_verification_through_the_real
     assert_eq!(status, StatusCode::OK, "{body}");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn bad_inputs_are_refused_with_their_status_and_leave_no_record() {
     let app = spawn_app().await;
@@ -549,7 +552,9 @@ async fn bad_inputs_are_refused_with_their_status_and_leave_no_record() {
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_body_of_exactly_25_mib_is_within_the_cap() {
     let app = spawn_app().await;
@@ -578,7 +583,9 @@ async fn a_body_of_exactly_25_mib_is_within_the_cap() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn form_encoded_push_to_a_tracked_branch_queues_a_sync_with_its_head() {
     let app = spawn_app().await;
@@ -621,7 +628,9 @@ async fn form_encoded_push_to_a_tracked_branch_queues_a_sync_with_its_head() {
     assert_not_recorded(&app, "d-form-resigned", "form signed over inner JSON").await;
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn during_secret_rotation_both_current_and_previous_secrets_verify_but_no_other() {
     let app = spawn_app_with(TestOptions {
@@ -668,7 +677,9 @@ async fn during_secret_rotation_both_current_and_previous_secrets_verify_but_no_
     }
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn without_a_previous_secret_configured_only_the_current_secret_verifies() {
     let app = spawn_app().await;
@@ -686,7 +697,9 @@ async fn without_a_previous_secret_configured_only_the_current_secret_verifies()
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn redelivery_of_a_recorded_delivery_is_a_duplicate_and_queues_nothing_new() {
     let app = spawn_app().await;
@@ -726,7 +739,9 @@ async fn redelivery_of_a_recorded_delivery_is_a_duplicate_and_queues_nothing_new
     assert_eq!(recorded["syncEventIds"], first["syncEventIds"]);
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn ping_and_unhandled_events_are_answered_200_ignored_and_recorded() {
     let app = spawn_app().await;
@@ -772,7 +787,9 @@ async fn ping_and_unhandled_events_are_answered_200_ignored_and_recorded() {
     assert_eq!(sync_event_count(&app).await, 0);
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn hook_id_and_hook_installation_target_id_headers_are_recorded_on_the_delivery() {
     let app = spawn_app().await;
@@ -803,7 +820,9 @@ async fn hook_id_and_hook_installation_target_id_headers_are_recorded_on_the_del
     assert!(d["hookInstallationTargetId"].is_null(), "{d}");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_hundred_concurrent_signed_pushes_are_all_answered_and_every_acknowledged_one_is_recorded(
 ) {
@@ -886,4 +905,5 @@ async fn a_hundred_concurrent_signed_pushes_are_all_answered_and_every_acknowled
         );
     }
     app.stop().await;
+}
 }

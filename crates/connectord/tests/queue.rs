@@ -170,6 +170,7 @@ fn with_reconciler(reconciler: Arc<dyn Reconciler>) -> TestOptions {
 
 // --- 1. dedupe ---------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn same_head_pushed_twice_adds_no_job_and_points_at_the_existing_event() {
     let app = spawn_app().await;
@@ -203,9 +204,11 @@ async fn same_head_pushed_twice_adds_no_job_and_points_at_the_existing_event() {
     assert_eq!(d2["syncEventIds"], json!([first]));
     app.stop().await;
 }
+}
 
 // --- 2. A -> B -> A ends at A -------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_b_a_after_both_finished_runs_a_again() {
     let rec = ScriptedReconciler::ok();
@@ -230,7 +233,9 @@ async fn a_b_a_after_both_finished_runs_a_again() {
     assert_eq!(calls_for_head(&rec, &b), 1);
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_b_a_while_b_is_queued_behind_running_a_ends_at_a() {
     let rec = GatedReconciler::new();
@@ -271,7 +276,9 @@ async fn a_b_a_while_b_is_queued_behind_running_a_ends_at_a() {
     assert!(!rec.heads_run().contains(&b), "B must never run");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_b_a_while_b_is_running_ends_at_a() {
     let rec = GatedReconciler::new();
@@ -299,9 +306,11 @@ async fn a_b_a_while_b_is_running_ends_at_a() {
     assert_eq!(rec.heads_run(), vec![a.clone(), b, a]);
     app.stop().await;
 }
+}
 
 // --- 3. superseding ---------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn newer_heads_supersede_queued_initial_push_and_manual_syncs() {
     let app = spawn_app().await; // no reconciler: every job stays queued
@@ -359,9 +368,11 @@ async fn newer_heads_supersede_queued_initial_push_and_manual_syncs() {
     assert_eq!(queued[0]["id"], ec);
     app.stop().await;
 }
+}
 
 // --- 4. stale pushes ------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn push_delivered_out_of_order_is_stale_and_ignored() {
     let app = spawn_app().await;
@@ -394,7 +405,9 @@ async fn push_delivered_out_of_order_is_stale_and_ignored() {
     assert_eq!(d["reason"], "stale");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn branch_reset_to_an_earlier_commit_is_not_stale() {
     let app = spawn_app().await;
@@ -412,9 +425,11 @@ async fn branch_reset_to_an_earlier_commit_is_not_stale() {
     assert_eq!(app.target(&target).await["latestHeadSha"], a);
     app.stop().await;
 }
+}
 
 // --- 5. lease expiry, reclaim and fencing (store level, explicit times) -----------
 
+conformance! {
 #[tokio::test]
 async fn expired_lease_is_reclaimed_and_the_old_claim_is_fenced_out() {
     let app = spawn_app().await; // no workers, no rescuer: the test owns the clock
@@ -505,7 +520,9 @@ async fn expired_lease_is_reclaimed_and_the_old_claim_is_fenced_out() {
     assert_eq!(e["headSha"], sha('e'));
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_job_running_longer_than_its_lease_keeps_it_by_heartbeat() {
     let rec = GatedReconciler::new();
@@ -531,9 +548,11 @@ async fn a_job_running_longer_than_its_lease_keeps_it_by_heartbeat() {
     assert_eq!(rec.calls_for_event(&ev), 1);
     app.stop().await;
 }
+}
 
 // --- 6. one running job per target -------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn at_most_one_job_runs_per_target() {
     let rec = ScriptedReconciler::with_delay(Duration::from_millis(150), |job, _| ok_at(job));
@@ -584,9 +603,11 @@ async fn at_most_one_job_runs_per_target() {
     }
     app.stop().await;
 }
+}
 
 // --- 7. backoff and its visibility ----------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn transient_errors_retry_with_visible_backoff_then_complete() {
     let rec = for_pushes(|job, n| {
@@ -642,9 +663,11 @@ async fn transient_errors_retry_with_visible_backoff_then_complete() {
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
     app.stop().await;
 }
+}
 
 // --- 8. max attempts -------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn transient_errors_fail_the_event_after_max_attempts() {
     let rec = for_pushes(|_, _| Err(ReconcileError::Transient("GitHub 503 upstream".into())));
@@ -670,9 +693,11 @@ async fn transient_errors_fail_the_event_after_max_attempts() {
     assert_eq!(app.target(&target).await["health"], "failing");
     app.stop().await;
 }
+}
 
 // --- 9. permanent errors -----------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn permanent_error_fails_at_once() {
     let rec = for_pushes(|_, _| Err(ReconcileError::Permanent("repository not found".into())));
@@ -695,9 +720,11 @@ async fn permanent_error_fails_at_once() {
     assert_eq!(app.target(&target).await["health"], "failing");
     app.stop().await;
 }
+}
 
 // --- 10. rate limits -----------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn rate_limit_wait_does_not_use_up_an_attempt() {
     let rec = for_pushes(|job, n| {
@@ -723,6 +750,7 @@ async fn rate_limit_wait_does_not_use_up_an_attempt() {
     );
     app.stop().await;
 }
+}
 
 // --- 11. suspend / unsuspend -------------------------------------------------------------
 
@@ -730,6 +758,7 @@ fn installation(action: &str, id: i64) -> Value {
     json!({"action": action, "installation": {"id": id, "account": {"login": "o"}}})
 }
 
+conformance! {
 #[tokio::test]
 async fn suspended_installation_holds_its_jobs_until_unsuspended() {
     let rec = ScriptedReconciler::ok();
@@ -766,9 +795,11 @@ async fn suspended_installation_holds_its_jobs_until_unsuspended() {
     assert_eq!(calls_for_event(&rec, &ev), 1);
     app.stop().await;
 }
+}
 
 // --- 12. cancellation ----------------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn installation_deleted_cancels_pending_syncs_and_deactivates_targets() {
     let app = spawn_app().await;
@@ -813,7 +844,9 @@ async fn installation_deleted_cancels_pending_syncs_and_deactivates_targets() {
     assert_eq!(body["outcome"], "ignored", "{body}");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn repositories_removed_then_added_cancels_then_resyncs() {
     let app = spawn_app().await;
@@ -851,7 +884,9 @@ async fn repositories_removed_then_added_cancels_then_resyncs() {
     assert_eq!(app.target(&target).await["status"], "active");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn repository_deleted_cancels_pending_syncs() {
     let app = spawn_app().await;
@@ -865,7 +900,9 @@ async fn repository_deleted_cancels_pending_syncs() {
     assert_eq!(app.target(&target).await["status"], "deleted");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn admin_delete_target_cancels_pending_syncs() {
     let app = spawn_app().await;
@@ -884,6 +921,7 @@ async fn admin_delete_target_cancels_pending_syncs() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["outcome"], "ignored", "{body}");
     app.stop().await;
+}
 }
 
 // --- 13. enqueue is atomic with the delivery record ---------------------------------------
@@ -999,6 +1037,7 @@ fn job_claimed_by_a_killed_process_completes_once_after_restart() {
     drop(dir);
 }
 
+conformance! {
 #[tokio::test]
 async fn graceful_shutdown_returns_the_running_job_without_using_an_attempt() {
     let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
@@ -1030,4 +1069,5 @@ async fn graceful_shutdown_returns_the_running_job_without_using_an_attempt() {
     );
     assert_eq!(calls_for_event(&rec, &ev), 1);
     app.stop().await;
+}
 }

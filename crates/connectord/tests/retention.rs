@@ -8,6 +8,7 @@ use connectord::store::models::now_ms;
 use reqwest::StatusCode;
 use serde_json::json;
 
+conformance! {
 #[tokio::test]
 async fn a_pruned_delivery_body_can_no_longer_be_replayed() {
     let app = spawn_app().await;
@@ -48,7 +49,9 @@ async fn a_pruned_delivery_body_can_no_longer_be_replayed() {
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn pruned_push_history_no_longer_marks_an_old_push_stale() {
     let app = spawn_app().await;
@@ -87,7 +90,9 @@ async fn pruned_push_history_no_longer_marks_an_old_push_stale() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn history_past_retention_is_pruned_but_pending_work_and_document_sources_stay() {
     // The first push's sync completes and writes a document; the second is
@@ -161,7 +166,9 @@ async fn history_past_retention_is_pruned_but_pending_work_and_document_sources_
     assert_eq!(docs["items"][0]["syncEventId"], written["id"], "{docs}");
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn queued_syncs_are_never_pruned() {
     let app = spawn_app().await;
@@ -172,4 +179,5 @@ async fn queued_syncs_are_never_pruned() {
     app.store.prune_history(now_ms() + 1).await.expect("prune");
     assert_eq!(app.sync_event(&initial).await["status"], "queued");
     app.stop().await;
+}
 }

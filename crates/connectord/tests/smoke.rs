@@ -3,6 +3,7 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 
+conformance! {
 #[tokio::test]
 async fn push_to_tracked_branch_queues_a_sync_with_its_head_and_delivery() {
     let app = spawn_app().await;
@@ -27,4 +28,5 @@ async fn push_to_tracked_branch_queues_a_sync_with_its_head_and_delivery() {
     assert_eq!(event["deliveryId"], "d-1");
     assert_eq!(event["connectorTargetId"], target);
     app.stop().await;
+}
 }

@@ -473,6 +473,7 @@ fn blob_calls(fake: &FakeGitHub, repo: &GitRepo, head: &str) -> HashMap<String, 
 
 // --- 1. first sync ----------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn the_first_sync_stores_every_file_of_the_branch_byte_for_byte() {
     let (fake, repo) = fake_with_repo(101, 1001).await;
@@ -551,9 +552,11 @@ async fn the_first_sync_stores_every_file_of_the_branch_byte_for_byte() {
     assert_eq!(fake.calls(Endpoint::Blob), 0, "the tarball had every file");
     app.stop().await;
 }
+}
 
 // --- 2. a push changing 3 files ---------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_push_changing_three_files_updates_exactly_those_and_downloads_no_blob_twice() {
     let (fake, repo) = fake_with_repo(102, 1002).await;
@@ -616,9 +619,11 @@ async fn a_push_changing_three_files_updates_exactly_those_and_downloads_no_blob
     assert!(feed.iter().all(|c| c["syncEventId"] == ev.as_str()));
     app.stop().await;
 }
+}
 
 // --- 3. adds, deletes and renames -------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn adds_deletes_and_renames_are_created_and_deleted_documents() {
     let (fake, repo) = fake_with_repo(103, 1003).await;
@@ -684,9 +689,11 @@ async fn adds_deletes_and_renames_are_created_and_deleted_documents() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
+}
 
 // --- 4. force push to an unrelated history ----------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_force_push_to_an_unrelated_history_leaves_exactly_the_new_tree() {
     let (fake, repo) = fake_with_repo(104, 1004).await;
@@ -728,9 +735,11 @@ async fn a_force_push_to_an_unrelated_history_leaves_exactly_the_new_tree() {
     );
     app.stop().await;
 }
+}
 
 // --- 5. pathPrefix ----------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_path_prefix_keeps_only_its_files_and_drops_files_moved_out_of_it() {
     let (fake, repo) = fake_with_repo(105, 1005).await;
@@ -797,9 +806,11 @@ async fn a_path_prefix_keeps_only_its_files_and_drops_files_moved_out_of_it() {
     );
     app.stop().await;
 }
+}
 
 // --- 6. maxFileBytes --------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_file_over_max_file_bytes_is_skipped_as_too_large_and_never_downloaded() {
     let (fake, repo) = fake_with_repo(106, 1006).await;
@@ -843,9 +854,11 @@ async fn a_file_over_max_file_bytes_is_skipped_as_too_large_and_never_downloaded
     assert_store_matches_git(&app, &target, &repo, &second).await;
     app.stop().await;
 }
+}
 
 // --- 7. symlinks, submodules, LFS pointers ------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn symlinks_submodules_and_lfs_pointers_are_skipped_with_their_reasons() {
     let (fake, repo) = fake_with_repo(107, 1007).await;
@@ -898,9 +911,11 @@ async fn symlinks_submodules_and_lfs_pointers_are_skipped_with_their_reasons() {
     );
     app.stop().await;
 }
+}
 
 // --- 8. truncated trees -------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_truncated_tree_still_syncs_completely() {
     let (fake, repo) = fake_with_repo(108, 1008).await;
@@ -928,9 +943,11 @@ async fn a_truncated_tree_still_syncs_completely() {
     assert_store_matches_git(&app, &target, &repo, &second).await;
     app.stop().await;
 }
+}
 
 // --- 9. blob 5xx → partial ----------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_blob_that_keeps_failing_ends_partial_and_the_next_sync_fetches_it() {
     let (fake, repo) = fake_with_repo(109, 1009).await;
@@ -1004,6 +1021,7 @@ async fn a_blob_that_keeps_failing_ends_partial_and_the_next_sync_fetches_it() {
     );
     app.stop().await;
 }
+}
 
 // --- 10. rate limits ----------------------------------------------------------
 
@@ -1015,6 +1033,7 @@ async fn wait_rate_limited(app: &TestApp, event: &str) -> Value {
     .await
 }
 
+conformance! {
 #[tokio::test]
 async fn a_secondary_rate_limit_delays_the_sync_without_using_an_attempt() {
     let (fake, repo) = fake_with_repo(110, 1010).await;
@@ -1058,7 +1077,9 @@ async fn a_secondary_rate_limit_delays_the_sync_without_using_an_attempt() {
     assert_store_matches_git(&app, &target, &repo, &third).await;
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_primary_rate_limit_is_waited_out_and_never_taken_for_lost_access() {
     let (fake, repo) = fake_with_repo(111, 1011).await;
@@ -1105,9 +1126,11 @@ async fn a_primary_rate_limit_is_waited_out_and_never_taken_for_lost_access() {
     }
     app.stop().await;
 }
+}
 
 // --- 11. token expiry -----------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn an_expired_installation_token_is_replaced_and_the_sync_completes() {
     let (fake, repo) = fake_with_repo(112, 1012).await;
@@ -1153,9 +1176,11 @@ async fn an_expired_installation_token_is_replaced_and_the_sync_completes() {
     assert_store_matches_git(&app, &target, &repo, &third).await;
     app.stop().await;
 }
+}
 
 // --- 12. A → B → A ----------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_branch_moved_a_to_b_and_back_to_a_ends_at_a() {
     let (fake, repo) = fake_with_repo(113, 1013).await;
@@ -1219,9 +1244,11 @@ async fn a_branch_moved_a_to_b_and_back_to_a_ends_at_a() {
     assert_store_matches_git(&app, &target, &repo, &a).await;
     app.stop().await;
 }
+}
 
 // --- 13. idempotency, and a crash mid-sync -------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_sync_run_again_at_the_same_head_changes_nothing() {
     let (fake, repo) = fake_with_repo(114, 1014).await;
@@ -1273,6 +1300,7 @@ async fn a_sync_run_again_at_the_same_head_changes_nothing() {
     assert!(status.is_success(), "{body}");
     assert_ne!(body["outcome"], "accepted", "{body}");
     app.stop().await;
+}
 }
 
 #[test]
@@ -1352,6 +1380,7 @@ fn a_sync_interrupted_by_a_crash_completes_once_after_restart() {
 
 // --- 14. branch deletion and re-creation -------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn a_deleted_branch_is_flagged_and_its_re_creation_syncs_again() {
     let (fake, repo) = fake_with_repo(116, 1016).await;
@@ -1395,9 +1424,11 @@ async fn a_deleted_branch_is_flagged_and_its_re_creation_syncs_again() {
     assert_store_matches_git(&app, &target, &repo, &recreated).await;
     app.stop().await;
 }
+}
 
 // --- 15. the documents API ------------------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn the_documents_api_serves_etags_prefixes_pages_and_the_change_feed() {
     let (fake, repo) = fake_with_repo(117, 1017).await;
@@ -1535,9 +1566,11 @@ async fn the_documents_api_serves_etags_prefixes_pages_and_the_change_feed() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     app.stop().await;
 }
+}
 
 // --- 16. GitHub's required headers, GitHub Enterprise Server ---------------------------
 
+conformance! {
 #[tokio::test]
 async fn the_headers_github_requires_are_sent() {
     let (fake, repo) = fake_with_repo(118, 1018).await;
@@ -1551,7 +1584,9 @@ async fn the_headers_github_requires_are_sent() {
     assert_store_matches_git(&app, &target, &repo, &head).await;
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_github_enterprise_server_api_url_works() {
     let (fake, repo) = fake_with_repo(119, 1019).await;
@@ -1573,9 +1608,11 @@ async fn a_github_enterprise_server_api_url_works() {
     assert_store_matches_git(&app, &target, &repo, &second).await;
     app.stop().await;
 }
+}
 
 // --- tarball and job-level failures ----------------------------------------------------
 
+conformance! {
 #[tokio::test]
 async fn files_the_tarball_leaves_out_or_rewrites_are_fetched_as_blobs() {
     let (fake, repo) = fake_with_repo(120, 1020).await;
@@ -1608,7 +1645,9 @@ async fn files_the_tarball_leaves_out_or_rewrites_are_fetched_as_blobs() {
     );
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_failing_tarball_download_falls_back_to_blobs() {
     let (fake, repo) = fake_with_repo(121, 1021).await;
@@ -1624,7 +1663,9 @@ async fn a_failing_tarball_download_falls_back_to_blobs() {
     assert_store_matches_git(&app, &target, &repo, &head).await;
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_rate_limited_tarball_delays_the_sync_instead_of_downloading_blob_by_blob() {
     let (fake, repo) = fake_with_repo(122, 1022).await;
@@ -1649,7 +1690,9 @@ async fn a_rate_limited_tarball_delays_the_sync_instead_of_downloading_blob_by_b
     assert_store_matches_git(&app, &target, &repo, &head).await;
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_tree_5xx_is_retried_with_backoff_and_then_completes() {
     let (fake, repo) = fake_with_repo(123, 1023).await;
@@ -1672,7 +1715,9 @@ async fn a_tree_5xx_is_retried_with_backoff_and_then_completes() {
     assert_store_matches_git(&app, &target, &repo, &second).await;
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_repository_gone_from_github_fails_the_sync_for_good_and_marks_the_target() {
     let (fake, repo) = fake_with_repo(124, 1024).await;
@@ -1700,7 +1745,9 @@ async fn a_repository_gone_from_github_fails_the_sync_for_good_and_marks_the_tar
     assert_store_matches_git(&app, &target, &repo, &first).await;
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn a_401_after_a_token_refresh_fails_the_sync_for_good() {
     let (fake, repo) = fake_with_repo(126, 1026).await;
@@ -1732,7 +1779,9 @@ async fn a_401_after_a_token_refresh_fails_the_sync_for_good() {
     assert_store_matches_git(&app, &target, &repo, &first).await;
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn token_minting_is_single_flight_per_installation() {
     let (fake, docs) = fake_with_repo(125, 1025).await;
@@ -1772,7 +1821,9 @@ async fn token_minting_is_single_flight_per_installation() {
     assert_store_matches_git(&app, &made[1].0, &site, &site_head).await;
     app.stop().await;
 }
+}
 
+conformance! {
 #[tokio::test]
 async fn an_exhausted_rate_budget_stops_requests_until_the_reset() {
     let (fake, repo) = fake_with_repo(127, 1027).await;
@@ -1801,4 +1852,5 @@ async fn an_exhausted_rate_budget_stops_requests_until_the_reset() {
     assert_eq!(t["health"], "ok", "{t}");
     assert_eq!(t["lastSyncedSha"], first, "{t}");
     app.stop().await;
+}
 }

@@ -67,6 +67,8 @@ pub struct StoreOptions {
     pub max_attempts: i64,
     /// Jobs of one installation that may run at once, across all workers.
     pub max_jobs_per_installation: i64,
+    /// PostgreSQL pool size per process.
+    pub max_connections: u32,
 }
 
 impl Default for StoreOptions {
@@ -74,6 +76,7 @@ impl Default for StoreOptions {
         Self {
             max_attempts: 8,
             max_jobs_per_installation: 4,
+            max_connections: 10,
         }
     }
 }

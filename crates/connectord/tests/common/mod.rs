@@ -100,6 +100,7 @@ pub fn settings(opts: &TestOptions, db_url: &str) -> Settings {
         listen: "127.0.0.1:0".into(),
         admin_listen: opts.separate_admin.then(|| "127.0.0.1:0".into()),
         database_url: db_url.to_owned(),
+        database_max_connections: 8,
         webhook_secret: opts.webhook_secret.clone().unwrap_or_else(|| SECRET.into()),
         webhook_secret_previous: opts.previous_secret.clone(),
         admin_token: ADMIN_TOKEN.into(),

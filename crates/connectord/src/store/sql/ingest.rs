@@ -68,7 +68,15 @@ pub async fn ingest(
 ) -> Result<(IngestOutcome, bool)> {
     let now = now_ms();
     if let Some(original) = &d.replay_of {
-        // Numbered here, inside the write, so concurrent replays never share an id.
+        // Numbered here, inside the write, so concurrent replays never share an
+        // id: on PostgreSQL the original's row lock queues them up.
+        sqlx::query(&format!(
+            "SELECT seq FROM webhook_delivery WHERE delivery_id = $1{}",
+            Dialect::of(conn).for_update()
+        ))
+        .bind(original)
+        .fetch_optional(&mut *conn)
+        .await?;
         let n: i64 =
             sqlx::query_scalar("SELECT count(*) FROM webhook_delivery WHERE replay_of = $1")
                 .bind(original)

@@ -25,10 +25,10 @@ pub(super) async fn apply_installation(
         "INSERT INTO connector_instance (id, installation_id, account_login, status, repository_selection, \
          permissions, created_at, updated_at) VALUES ($1, $2, $3, coalesce(nullif($4, ''), 'active'), $5, $6, $7, $7) \
          ON CONFLICT (installation_id) DO UPDATE SET \
-           account_login = coalesce(excluded.account_login, account_login), \
-           status = coalesce(nullif($4, ''), status), \
-           repository_selection = coalesce(excluded.repository_selection, repository_selection), \
-           permissions = coalesce(excluded.permissions, permissions), \
+           account_login = coalesce(excluded.account_login, connector_instance.account_login), \
+           status = coalesce(nullif($4, ''), connector_instance.status), \
+           repository_selection = coalesce(excluded.repository_selection, connector_instance.repository_selection), \
+           permissions = coalesce(excluded.permissions, connector_instance.permissions), \
            updated_at = excluded.updated_at \
          RETURNING id",
     )

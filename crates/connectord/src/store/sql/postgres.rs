@@ -23,10 +23,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The notification channel workers listen on.
 pub const CHANNEL: &str = "connectord_jobs";
 
-/// Connections per process. Ingress transactions and claims are short; the
-/// pool mostly bounds how many a burst of webhooks may hold at once.
-const POOL_SIZE: u32 = 16;
-
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
@@ -51,7 +47,7 @@ pub async fn connect(url: &str, options: StoreOptions) -> Result<SqlStore> {
         .map_err(|e| StoreError::Internal(anyhow::anyhow!("invalid PostgreSQL URL: {e}")))?
         .log_statements(tracing::log::LevelFilter::Trace);
     let pool = AnyPoolOptions::new()
-        .max_connections(POOL_SIZE)
+        .max_connections(options.max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(opts)
         .await?;
