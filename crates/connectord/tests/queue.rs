@@ -1071,3 +1071,74 @@ async fn graceful_shutdown_returns_the_running_job_without_using_an_attempt() {
     app.stop().await;
 }
 }
+
+// --- fairness across installations and the per-installation cap -----------------
+
+/// Claims until the store has nothing more to give at `at`: the installation of each claim.
+async fn claim_all(app: &TestApp, at: i64) -> Vec<ClaimedJob> {
+    let mut claimed = vec![];
+    while let Some(job) = app.store.claim_job("w", at, 60_000).await.expect("claim") {
+        claimed.push(job);
+        assert!(claimed.len() <= 50, "claims never ran out");
+    }
+    claimed
+}
+
+conformance! {
+#[tokio::test]
+async fn a_busy_installation_neither_starves_another_nor_exceeds_its_cap() {
+    let app = spawn_app().await; // no workers: the test claims
+    let busy = app.create_connector(100).await;
+    for i in 0..8 {
+        app.create_target(&busy, &format!("busy/repo-{i}"), Some(1000 + i), "main")
+            .await;
+    }
+    // Queued after all eight of the busy installation's syncs.
+    let quiet = app.create_connector(200).await;
+    let (_, quiet_sync) = app.create_target(&quiet, "quiet/repo", Some(2000), "main").await;
+
+    let claimed = claim_all(&app, now_ms() + 60_000).await;
+    let installations: Vec<i64> = claimed.iter().map(|j| j.job.installation_id).collect();
+    // Oldest first, but an installation with fewer running jobs goes ahead:
+    // the quiet installation's one sync is second, not ninth.
+    assert_eq!(installations, vec![100, 200, 100, 100, 100], "claim order");
+    assert_eq!(claimed[1].job.connector_sync_event_id, quiet_sync);
+
+    // Four of the busy installation's eight run; the others wait for a slot.
+    let done = SyncResult::default();
+    assert!(app
+        .store
+        .finish_job(&claimed[0], &done, now_ms())
+        .await
+        .expect("finish"));
+    let next = claim_all(&app, now_ms() + 60_000).await;
+    assert_eq!(next.len(), 1, "one slot freed, one more claim");
+    assert_eq!(next[0].job.installation_id, 100);
+    app.stop().await;
+}
+}
+
+conformance! {
+#[tokio::test]
+async fn the_per_installation_cap_is_a_setting() {
+    let mut worker = fast_workers();
+    worker.max_jobs_per_installation = 1;
+    let app = spawn_app_with(TestOptions {
+        worker,
+        ..TestOptions::default()
+    })
+    .await;
+    for installation in [300, 400] {
+        let connector = app.create_connector(installation).await;
+        for i in 0..3 {
+            app.create_target(&connector, &format!("org{installation}/r{i}"), Some(installation * 10 + i), "main")
+                .await;
+        }
+    }
+    let claimed = claim_all(&app, now_ms() + 60_000).await;
+    let mut installations: Vec<i64> = claimed.iter().map(|j| j.job.installation_id).collect();
+    installations.sort();
+    assert_eq!(installations, vec![300, 400], "one running job per installation");
+    app.stop().await;
+}
+}

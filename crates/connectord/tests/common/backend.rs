@@ -48,7 +48,7 @@ pub fn postgres_url() -> Option<String> {
                 // Straight to the terminal: libtest captures print!/eprint! of passing tests.
                 let _ = writeln!(
                     std::io::stderr(),
-                    "\n*** SKIPPED the PostgreSQL half of the conformance suite: {POSTGRES_URL_VAR} is unset \
+                    "\n*** SKIPPED the PostgreSQL tests (the conformance suite's second backend): {POSTGRES_URL_VAR} is unset \
                      (e.g. postgres://postgres@127.0.0.1:5432/test) ***\n"
                 );
             });
