@@ -17,24 +17,22 @@ async fn lock_for_claim(
     connector_id: &str,
     target_id: &str,
 ) -> Result<bool> {
-    let connector: Option<String> = sqlx::query_scalar(&format!(
-        "SELECT id FROM connector_instance WHERE id = $1{}",
-        d.for_update_skip_locked()
-    ))
-    .bind(connector_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if connector.is_none() {
-        return Ok(false);
+    for (table, id) in [
+        ("connector_instance", connector_id),
+        ("connector_target", target_id),
+    ] {
+        let locked: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM {table} WHERE id = $1{}",
+            d.for_update_skip_locked()
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if locked.is_none() {
+            return Ok(false);
+        }
     }
-    let target: Option<String> = sqlx::query_scalar(&format!(
-        "SELECT id FROM connector_target WHERE id = $1{}",
-        d.for_update_skip_locked()
-    ))
-    .bind(target_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(target.is_some())
+    Ok(true)
 }
 
 /// The fence, its two parameters numbered from `first`: the job id, then the attempt.
@@ -374,12 +372,14 @@ pub async fn release(conn: &mut AnyConnection, job: &ClaimedJob) -> Result<bool>
 }
 
 /// Expired leases: the worker died or stalled. The attempt it used counts.
-/// Each job is taken back under its target's lock and only if its lease is
-/// still the expired one (a worker may heartbeat or finish meanwhile).
+/// Each job is taken back under its target's lock (taken in target order, as
+/// ingest takes them, so rescuers in several processes cannot deadlock) and
+/// only if its lease is still the expired one (a worker may heartbeat or
+/// finish meanwhile).
 pub async fn rescue(conn: &mut AnyConnection, now: Millis) -> Result<u64> {
     let expired = sqlx::query(
         "SELECT id, attempt, max_attempts, sync_event_id, target_id FROM sync_job \
-         WHERE state = 'running' AND lease_expires_at < $1",
+         WHERE state = 'running' AND lease_expires_at < $1 ORDER BY target_id",
     )
     .bind(now)
     .fetch_all(&mut *conn)
