@@ -187,3 +187,71 @@ async fn the_migrate_command_applies_and_reapplies_and_hides_passwords() {
     assert!(stderr.contains("cannot open the store"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
 }
+
+/// A delivery PostgreSQL aborts as a deadlock victim is run again, not
+/// answered 503 (GitHub would not redeliver it by itself). Another session
+/// holds the second of the push's two targets and then asks for the first,
+/// which the ingest holds: a real deadlock. That session waits 30 s before
+/// checking for deadlocks, so the ingest's (1 s, the default) is the victim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_chosen_as_deadlock_victim_is_retried_and_acknowledged() {
+    use common::*;
+    use sqlx::Connection;
+    if !backend::select(backend::Backend::Postgres) {
+        return;
+    }
+    let app = spawn_app().await;
+    let connector = app.create_connector(9).await;
+    let mut targets = vec![];
+    for prefix in ["a/", "b/"] {
+        let (status, body) = app
+            .post(
+                &format!("/v1/admin/connectors/{connector}/targets"),
+                serde_json::json!({"repositoryFullName": "org/two", "repositoryId": 90,
+                    "branch": "main", "pathPrefix": prefix}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        targets.push(body["id"].as_str().unwrap().to_owned());
+    }
+    targets.sort(); // ingest locks in id order
+    let (first, second) = (targets[0].clone(), targets[1].clone());
+
+    let mut other = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    let blocker = async {
+        sqlx::query("SET deadlock_timeout = '30s'")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query("SELECT id FROM connector_target WHERE id = $1 FOR UPDATE")
+            .bind(&second)
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+        // Let the ingest lock the first target and queue behind the second.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("SELECT id FROM connector_target WHERE id = $1 FOR UPDATE")
+            .bind(&first)
+            .fetch_one(&mut other)
+            .await
+            .expect("granted once the ingest was aborted");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    };
+    let payload = push_payload(9, 90, "org/two", "main", &sha('1'), &sha('2'));
+    let delivery = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.deliver_json("push", "deadlock-1", &payload).await
+    };
+    let ((), (status, body)) = tokio::join!(blocker, delivery);
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["syncEventIds"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
+    let (status, d) = app.get("/v1/admin/deliveries/deadlock-1").await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{d}");
+    assert_eq!(d["outcome"], "accepted");
+    app.stop().await;
+}

@@ -25,6 +25,10 @@ pub enum StoreError {
     /// The store could not commit (locked, disk full, gone): callers answer 503.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// PostgreSQL gave up on this transaction in favour of a concurrent one
+    /// (deadlock, serialization failure): running it again will do.
+    #[error("store busy: {0}")]
+    Contention(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -36,6 +40,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(e.to_string())
             }
+            sqlx::Error::Database(db) if is_contention(db.as_ref()) => {
+                StoreError::Contention(db.message().to_owned())
+            }
             sqlx::Error::Database(db) if is_unavailable(db.as_ref()) => {
                 StoreError::Unavailable(db.message().to_owned())
             }
@@ -44,16 +51,23 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+fn is_postgres(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+}
+
+/// PostgreSQL's deadlock_detected (40P01) and serialization_failure (40001).
+fn is_contention(db: &dyn sqlx::error::DatabaseError) -> bool {
+    is_postgres(db) && matches!(db.code().as_deref(), Some("40P01" | "40001"))
+}
+
 /// The store is there but cannot take this write right now: SQLite's
 /// BUSY/LOCKED/IOERR/FULL/CANTOPEN/READONLY primary codes; PostgreSQL's
 /// connection (08), resources (53), operator intervention (57) and
 /// transaction rollback (40: deadlock, serialization) classes.
 fn is_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
     let Some(code) = db.code() else { return false };
-    if db
-        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-        .is_some()
-    {
+    if is_postgres(db) {
         return matches!(code.get(..2), Some("08" | "53" | "57" | "40"));
     }
     code.parse::<i32>()

@@ -123,6 +123,9 @@ impl SqlStore {
     }
 }
 
+/// Times one delivery's transaction is run when PostgreSQL aborts it for a concurrent one.
+const INGEST_TRIES: usize = 3;
+
 /// Claim transactions one `claim_job` runs while other claims hold its candidates.
 const CLAIM_TRIES: usize = 10;
 
@@ -146,9 +149,31 @@ impl Store for SqlStore {
 
     async fn ingest(&self, delivery: NewDelivery, plan: Plan) -> Result<IngestOutcome> {
         let max = self.options.max_attempts;
-        let (outcome, enqueued): (IngestOutcome, bool) = self
-            .write(move |c| ingest::ingest(c, delivery, plan, max).boxed())
-            .await?;
+        let (outcome, enqueued): (IngestOutcome, bool) = if self.dialect() == Dialect::Sqlite {
+            self.write(move |c| ingest::ingest(c, delivery, plan, max).boxed())
+                .await?
+        } else {
+            // GitHub does not redeliver a failed delivery by itself, so a
+            // transaction PostgreSQL aborted for a concurrent one (two
+            // installation events locking the same targets in another order)
+            // is run again here rather than answered 503.
+            let mut tries = 1;
+            loop {
+                let (d, p) = (delivery.clone(), plan.clone());
+                match self
+                    .write(move |c| ingest::ingest(c, d, p, max).boxed())
+                    .await
+                {
+                    Err(StoreError::Contention(why)) if tries < INGEST_TRIES => {
+                        tracing::warn!(error = %why, tries, "ingest lost to a concurrent transaction; running it again");
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 20 + 1))
+                            .await;
+                    }
+                    other => break other?,
+                }
+            }
+        };
         // Enqueues wake workers; so does an unsuspend, whose held jobs become runnable.
         if enqueued || outcome.outcome == Outcome::Accepted {
             self.wake().await;
