@@ -252,6 +252,14 @@ impl ServeArgs {
                  Copy it from the file above; it is never printed."
             );
         }
+        let shared_db = crate::store::sql::postgres::is_postgres_url(&self.store.database_url());
+        if shared_db && (ws != Source::Configured || at != Source::Configured) {
+            eprintln!(
+                "connectord: on PostgreSQL several ingress processes serve one webhook: give every one the same \
+                 GITHUB_CONNECTOR_APP_WEBHOOK_SECRET and CONNECTORD_ADMIN_TOKEN (secrets kept in a data directory \
+                 are this process's own; see docs/deploy.md)"
+            );
+        }
         Ok((webhook_secret, admin_token))
     }
 }
