@@ -1142,3 +1142,114 @@ async fn the_per_installation_cap_is_a_setting() {
     app.stop().await;
 }
 }
+
+// --- a job put back in the queue never overtakes a newer one -------------------
+
+/// Target tracked and synced at `0…`, then head `a` claimed and head `b`
+/// pushed while `a` runs: (store, claimed job for `a`, event of `a`, event of `b`).
+async fn newer_push_while_running(app: &TestApp, inst: i64) -> (ClaimedJob, String, String) {
+    let store = &app.store;
+    tracked(app, inst, inst * 10).await;
+    let init = store
+        .claim_job("w0", now_ms(), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let synced = SyncResult {
+        head_sha: Some(sha('0')),
+        ..Default::default()
+    };
+    assert!(store.finish_job(&init, &synced, now_ms()).await.unwrap());
+    let ea = push_accepted(
+        app,
+        &format!("{inst}-a"),
+        inst,
+        inst * 10,
+        &sha('0'),
+        &sha('a'),
+    )
+    .await;
+    let a = store
+        .claim_job("w1", now_ms(), 1000)
+        .await
+        .unwrap()
+        .expect("a");
+    assert_eq!(a.job.connector_sync_event_id, ea);
+    let eb = push_accepted(
+        app,
+        &format!("{inst}-b"),
+        inst,
+        inst * 10,
+        &sha('a'),
+        &sha('b'),
+    )
+    .await;
+    (a, ea, eb)
+}
+
+conformance! {
+/// A sync of `a` that fails transiently after `b` was pushed would otherwise
+/// be retried after `b` completed and leave the target at the older head.
+#[tokio::test]
+async fn a_transient_failure_after_a_newer_push_supersedes_the_older_job() {
+    let app = spawn_app().await; // no workers: the test drives the queue
+    let (a, ea, eb) = newer_push_while_running(&app, 31).await;
+    assert!(app
+        .store
+        .retry_job(&a, now_ms() + 10, "502 from GitHub", true, now_ms())
+        .await
+        .unwrap());
+    let e = app.sync_event(&ea).await;
+    assert_eq!(e["status"], "superseded", "{e}");
+    let next = app
+        .store
+        .claim_job("w2", now_ms() + 60_000, 1000)
+        .await
+        .unwrap()
+        .expect("b runs");
+    assert_eq!(next.job.connector_sync_event_id, eb);
+    assert!(app
+        .store
+        .claim_job("w3", now_ms() + 60_000, 1000)
+        .await
+        .unwrap()
+        .is_none(), "a never runs again");
+    app.stop().await;
+}
+}
+
+conformance! {
+/// The same after a crash: the dead worker's job for `a` is not put back
+/// behind `b` by the rescuer.
+#[tokio::test]
+async fn a_rescued_job_older_than_a_queued_push_is_superseded() {
+    let app = spawn_app().await;
+    let (_a, ea, eb) = newer_push_while_running(&app, 32).await;
+    let later = now_ms() + 5_000; // the 1 s lease has expired
+    assert_eq!(app.store.rescue_expired_leases(later).await.unwrap(), 1);
+    let e = app.sync_event(&ea).await;
+    assert_eq!(e["status"], "superseded", "{e}");
+    assert!(e["lastError"].as_str().unwrap_or("").contains("lease expired"), "{e}");
+    let next = app.store.claim_job("w2", later, 1000).await.unwrap().expect("b runs");
+    assert_eq!(next.job.connector_sync_event_id, eb);
+    app.stop().await;
+}
+}
+
+conformance! {
+/// Without a newer push, a failed attempt is simply retried.
+#[tokio::test]
+async fn a_transient_failure_with_nothing_newer_queued_is_retried() {
+    let app = spawn_app().await;
+    let (_, _, _) = tracked(&app, 33, 330).await;
+    let job = app.store.claim_job("w1", now_ms(), 1000).await.unwrap().unwrap();
+    let run_at = now_ms() + 10;
+    assert!(app.store.retry_job(&job, run_at, "502", true, now_ms()).await.unwrap());
+    let e = app.sync_event(&job.job.connector_sync_event_id).await;
+    assert_eq!(e["status"], "queued", "{e}");
+    let again = app.store.claim_job("w2", run_at, 1000).await.unwrap().expect("retried");
+    assert_eq!(again.job_id, job.job_id);
+    assert_eq!(again.attempt, 2);
+    app.stop().await;
+}
+}

@@ -1,5 +1,5 @@
 -- connectord schema, PostgreSQL dialect: the same tables, columns and indexes
--- as migrations/sqlite (0001-0003), so one set of statements serves both.
+-- as migrations/sqlite (0001-0004), so one set of statements serves both.
 -- Times are Unix milliseconds (BIGINT). JSON is kept as TEXT, as on SQLite.
 -- Ids and paths compare bytewise (COLLATE "C"), as SQLite compares them, so
 -- listings page and sort the same on both.
@@ -109,6 +109,8 @@ CREATE TABLE sync_job (
     id               TEXT COLLATE "C" PRIMARY KEY,
     sync_event_id    TEXT NOT NULL UNIQUE REFERENCES connector_sync_event (id),
     target_id        TEXT NOT NULL REFERENCES connector_target (id),
+    -- The target's connector, so claims can pick an installation by index.
+    connector_id     TEXT COLLATE "C" NOT NULL REFERENCES connector_instance (id),
     head_sha         TEXT,
     payload          TEXT NOT NULL,
     state            TEXT NOT NULL CHECK (state IN ('available', 'running', 'retryable', 'finished')),
@@ -130,6 +132,12 @@ CREATE INDEX sync_job_ready ON sync_job (run_at, id) WHERE state IN ('available'
 CREATE INDEX sync_job_running ON sync_job (lease_expires_at) WHERE state = 'running';
 CREATE INDEX sync_job_target_state ON sync_job (target_id, state);
 CREATE INDEX sync_job_finished ON sync_job (finished_at) WHERE state = 'finished';
+-- Fair claims pick an installation first (fewest running jobs, then oldest
+-- waiting job) and then its oldest runnable job: index seeks per installation,
+-- so a claim costs the same with ten queued jobs or ten thousand.
+CREATE INDEX sync_job_ready_by_connector ON sync_job (connector_id, run_at, id)
+    WHERE state IN ('available', 'retryable');
+CREATE INDEX sync_job_running_by_connector ON sync_job (connector_id) WHERE state = 'running';
 
 -- The content store: what connectord holds of each target, and the change feed
 -- downstream consumers follow.

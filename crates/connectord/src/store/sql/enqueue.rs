@@ -93,8 +93,8 @@ pub async fn enqueue(
     };
     let payload = serde_json::to_string(&job).map_err(anyhow::Error::from)?;
     let inserted = sqlx::query(
-        "INSERT INTO sync_job (id, sync_event_id, target_id, head_sha, payload, state, max_attempts, run_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, 'available', $6, $7, $8) \
+        "INSERT INTO sync_job (id, sync_event_id, target_id, head_sha, payload, state, max_attempts, run_at, created_at, \
+         connector_id) VALUES ($1, $2, $3, $4, $5, 'available', $6, $7, $8, $9) \
          ON CONFLICT (target_id, head_sha) WHERE head_sha IS NOT NULL AND state IN ('available', 'running', 'retryable') \
          DO NOTHING",
     )
@@ -106,6 +106,7 @@ pub async fn enqueue(
     .bind(ctx.max_attempts)
     .bind(ctx.now)
     .bind(ctx.now)
+    .bind(&target.connector_id)
     .execute(&mut *conn)
     .await?
     .rows_affected();

@@ -300,8 +300,13 @@ impl Store for SqlStore {
 
     async fn finish_job(&self, job: &ClaimedJob, result: &SyncResult, now: Millis) -> Result<bool> {
         let (job, result) = (job.clone(), result.clone());
-        self.write(move |c| async move { queue::complete(c, &job, &result, now).await }.boxed())
-            .await
+        let ok = self
+            .write(move |c| async move { queue::complete(c, &job, &result, now).await }.boxed())
+            .await?;
+        // A job queued behind this one (same target, or its installation at
+        // the cap) may run now, in any process.
+        self.wake().await;
+        Ok(ok)
     }
 
     async fn retry_job(
@@ -310,12 +315,13 @@ impl Store for SqlStore {
         run_at: Millis,
         error: &str,
         consume_attempt: bool,
-        _now: Millis,
+        now: Millis,
     ) -> Result<bool> {
         let (job, error) = (job.clone(), error.to_owned());
         let ok = self
             .write(move |c| {
-                async move { queue::retry(c, &job, run_at, &error, consume_attempt).await }.boxed()
+                async move { queue::retry(c, &job, run_at, &error, consume_attempt, now).await }
+                    .boxed()
             })
             .await?;
         // The target is free again; a job queued behind it may now run.
@@ -340,7 +346,7 @@ impl Store for SqlStore {
 
     async fn release_job(&self, job: &ClaimedJob) -> Result<bool> {
         let job = job.clone();
-        self.write(move |c| async move { queue::release(c, &job).await }.boxed())
+        self.write(move |c| async move { queue::release(c, &job, now_ms()).await }.boxed())
             .await
     }
 

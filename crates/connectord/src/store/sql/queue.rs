@@ -2,37 +2,27 @@
 //! `(id, attempt, state = 'running')`: a worker whose lease was taken over can
 //! never complete, retry or fail the job (zero rows updated tells it so).
 
-use super::dialect::{lock_target, Dialect};
+use super::dialect::{exists, lock_target, Dialect};
 use crate::store::models::*;
 use crate::store::Result;
 use sqlx::{AnyConnection, Row};
 
-/// Locks the candidate's installation and its target, skipping either when
-/// another transaction holds it (a claim of the same installation, an ingest,
-/// a finishing job). Nothing here waits, so claims cannot deadlock each other
-/// whatever order they meet rows in. `false`: skip this candidate.
-async fn lock_for_claim(
-    conn: &mut AnyConnection,
-    d: Dialect,
-    connector_id: &str,
-    target_id: &str,
-) -> Result<bool> {
-    for (table, id) in [
-        ("connector_instance", connector_id),
-        ("connector_target", target_id),
-    ] {
-        let locked: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT id FROM {table} WHERE id = $1{}",
-            d.for_update_skip_locked()
-        ))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if locked.is_none() {
-            return Ok(false);
-        }
+/// Locks a row with `SKIP LOCKED` (PostgreSQL; SQLite's one writer needs no
+/// lock): `false` when another transaction holds it (a claim of the same
+/// installation, an ingest, a finishing job). Claims never wait for a lock,
+/// so they cannot deadlock each other whatever order they meet rows in.
+async fn try_lock(conn: &mut AnyConnection, d: Dialect, table: &str, id: &str) -> Result<bool> {
+    if d == Dialect::Sqlite {
+        return Ok(true);
     }
-    Ok(true)
+    let locked: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT id FROM {table} WHERE id = $1{}",
+        d.for_update_skip_locked()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(locked.is_some())
 }
 
 /// The fence, its two parameters numbered from `first`: the job id, then the attempt.
@@ -43,25 +33,31 @@ fn fence(first: usize) -> String {
     )
 }
 
-/// How many candidates one claim looks at before giving up: enough to get
-/// past targets and installations other workers are claiming right now.
-const CLAIM_CANDIDATES: i64 = 16;
+/// Installations, and jobs per installation, one claim looks at before
+/// giving up: enough to get past targets and installations other workers
+/// are claiming at the same moment.
+const CLAIM_INSTALLATIONS: i64 = 8;
+const CLAIM_JOBS: i64 = 4;
 
 /// Claims a runnable job, fairly across installations.
 ///
 /// Runnable: due, its installation active and under `per_installation`
-/// running jobs, its target tracked and idle. Among those, installations
-/// with the fewest running jobs go first, then the oldest job: one
-/// installation with thousands of queued syncs gets at most its cap while
-/// every other installation's next job goes ahead of its backlog.
+/// running jobs, its target tracked and idle. The installation goes first
+/// that has the fewest running jobs, then the one whose oldest due job is
+/// oldest; then that installation's oldest runnable job. One installation
+/// with thousands of queued syncs gets at most its cap while every other
+/// installation's next job goes ahead of its backlog. Both steps are index
+/// seeks per installation (`sync_job_ready_by_connector`,
+/// `sync_job_running_by_connector`), so a claim does not slow down as the
+/// backlog grows.
 ///
 /// On PostgreSQL many workers claim at once: the installation row and the
 /// target row are locked with `SKIP LOCKED` (held by another transaction:
 /// try the next candidate), and the counts are checked again under those
 /// locks, which makes the cap exact. A claim that found work but skipped all
-/// of it answers [`Claim::Contended`] and is simply tried again. The partial unique index
-/// `sync_job_one_running` backs up "one running job per target" whatever
-/// happens here.
+/// of it answers [`Claim::Contended`] and is simply tried again. The partial
+/// unique index `sync_job_one_running` backs up "one running job per
+/// target" whatever happens here.
 pub enum Claim {
     Claimed(Box<ClaimedJob>),
     Nothing,
@@ -77,54 +73,66 @@ pub async fn claim(
     per_installation: i64,
 ) -> Result<Claim> {
     let d = Dialect::of(conn);
-    let candidates: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT j.id, j.target_id, t.connector_id FROM sync_job j \
-         JOIN connector_target t ON t.id = j.target_id \
-         JOIN connector_instance c ON c.id = t.connector_id \
-         LEFT JOIN (SELECT rt.connector_id, count(*) AS n FROM sync_job r \
-                    JOIN connector_target rt ON rt.id = r.target_id \
-                    WHERE r.state = 'running' GROUP BY rt.connector_id) busy \
-                ON busy.connector_id = t.connector_id \
-         WHERE j.state IN ('available', 'retryable') AND j.run_at <= $1 \
-           AND c.status = 'active' AND t.status = 'active' AND coalesce(busy.n, 0) < $2 \
-           AND NOT EXISTS (SELECT 1 FROM sync_job x WHERE x.target_id = j.target_id AND x.state = 'running') \
-         ORDER BY coalesce(busy.n, 0), j.run_at, j.id LIMIT $3",
+    let installations: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM (SELECT c.id, \
+             (SELECT count(*) FROM sync_job r WHERE r.connector_id = c.id AND r.state = 'running') AS running, \
+             (SELECT min(j.run_at) FROM sync_job j WHERE j.connector_id = c.id \
+                AND j.state IN ('available', 'retryable') AND j.run_at <= $1) AS oldest \
+           FROM connector_instance c WHERE c.status = 'active') i \
+         WHERE oldest IS NOT NULL AND running < $2 ORDER BY running, oldest, id LIMIT $3",
     )
     .bind(now)
     .bind(per_installation)
-    .bind(CLAIM_CANDIDATES)
+    .bind(CLAIM_INSTALLATIONS)
     .fetch_all(&mut *conn)
     .await?;
-    let contended = !candidates.is_empty();
+    let mut contended = false;
     let mut row = None;
-    for (job_id, target_id, connector_id) in candidates {
-        if d == Dialect::Postgres && !lock_for_claim(conn, d, &connector_id, &target_id).await? {
+    'installations: for connector_id in installations {
+        if !try_lock(conn, d, "connector_instance", &connector_id).await? {
+            contended = true;
             continue;
         }
-        row = sqlx::query(
-            "UPDATE sync_job SET state = 'running', attempt = attempt + 1, lease_owner = $1, lease_expires_at = $2 + $3 \
-             WHERE id = $4 AND state IN ('available', 'retryable') AND run_at <= $2 \
-               AND NOT EXISTS (SELECT 1 FROM sync_job x WHERE x.target_id = $5 AND x.state = 'running') \
-               AND (SELECT count(*) FROM sync_job r JOIN connector_target rt ON rt.id = r.target_id \
-                    WHERE rt.connector_id = $6 AND r.state = 'running') < $7 \
-             RETURNING id, attempt, max_attempts, payload, sync_event_id, target_id",
+        let jobs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT j.id, j.target_id FROM sync_job j JOIN connector_target t ON t.id = j.target_id \
+             WHERE j.connector_id = $1 AND j.state IN ('available', 'retryable') AND j.run_at <= $2 \
+               AND t.status = 'active' \
+               AND NOT EXISTS (SELECT 1 FROM sync_job x WHERE x.target_id = j.target_id AND x.state = 'running') \
+             ORDER BY j.run_at, j.id LIMIT $3",
         )
-        .bind(owner)
-        .bind(now)
-        .bind(lease_ms)
-        .bind(&job_id)
-        .bind(&target_id)
         .bind(&connector_id)
-        .bind(per_installation)
-        .fetch_optional(&mut *conn)
+        .bind(now)
+        .bind(CLAIM_JOBS)
+        .fetch_all(&mut *conn)
         .await?;
-        if row.is_some() {
-            break;
+        for (job_id, target_id) in jobs {
+            if !try_lock(conn, d, "connector_target", &target_id).await? {
+                contended = true;
+                continue;
+            }
+            row = sqlx::query(
+                "UPDATE sync_job SET state = 'running', attempt = attempt + 1, lease_owner = $1, lease_expires_at = $2 + $3 \
+                 WHERE id = $4 AND state IN ('available', 'retryable') AND run_at <= $2 \
+                   AND NOT EXISTS (SELECT 1 FROM sync_job x WHERE x.target_id = $5 AND x.state = 'running') \
+                   AND (SELECT count(*) FROM sync_job r WHERE r.connector_id = $6 AND r.state = 'running') < $7 \
+                 RETURNING id, attempt, max_attempts, payload, sync_event_id, target_id",
+            )
+            .bind(owner)
+            .bind(now)
+            .bind(lease_ms)
+            .bind(&job_id)
+            .bind(&target_id)
+            .bind(&connector_id)
+            .bind(per_installation)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if row.is_some() {
+                break 'installations;
+            }
         }
     }
     let Some(row) = row else {
-        // On SQLite (one writer) a candidate can only vanish to a rule, never to a lock.
-        return Ok(if contended && d == Dialect::Postgres {
+        return Ok(if contended {
             Claim::Contended
         } else {
             Claim::Nothing
@@ -310,14 +318,97 @@ async fn fail_event(
     Ok(())
 }
 
+/// A job some worker holds (or held), as the fenced statements name it.
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    job_id: &'a str,
+    attempt: i64,
+    event_id: &'a str,
+    target_id: &'a str,
+}
+
+/// A sync of the job's target queued while the job ran came from a later
+/// push or request, so it is newer: putting this job back in the queue would
+/// apply the older head after it. Such a job is finished `superseded` instead.
+/// `None`: nothing newer is queued. `Some(false)`: the fence failed (the lease
+/// was lost). `extra` narrows the fence (the rescuer's "still expired").
+async fn supersede_if_outdated(
+    conn: &mut AnyConnection,
+    held: Held<'_>,
+    why: &str,
+    now: Millis,
+    extra: &str,
+) -> Result<Option<bool>> {
+    let Held {
+        job_id,
+        attempt,
+        event_id,
+        target_id,
+    } = held;
+    let newer = exists(
+        conn,
+        "SELECT count(*) FROM (SELECT 1 FROM sync_job WHERE target_id = $1 AND id <> $2 \
+         AND state IN ('available', 'retryable') LIMIT 1) x",
+        &[target_id, job_id],
+    )
+    .await?;
+    if !newer {
+        return Ok(None);
+    }
+    let n = sqlx::query(&format!(
+        "UPDATE sync_job SET state = 'finished', finished_at = $1, last_error = $2, lease_owner = NULL, \
+         lease_expires_at = NULL WHERE {}{extra}",
+        fence(3)
+    ))
+    .bind(now)
+    .bind(why)
+    .bind(job_id)
+    .bind(attempt)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        sqlx::query(
+            "UPDATE connector_sync_event SET status = 'superseded', completed_at = $1, last_error = $2, \
+             next_attempt_at = NULL WHERE id = $3",
+        )
+        .bind(now)
+        .bind(why)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Some(n == 1))
+}
+
+/// [`supersede_if_outdated`] for a job this worker holds.
+async fn supersede_claimed(
+    conn: &mut AnyConnection,
+    job: &ClaimedJob,
+    why: &str,
+    now: Millis,
+) -> Result<Option<bool>> {
+    let held = Held {
+        job_id: &job.job_id,
+        attempt: job.attempt,
+        event_id: &job.job.connector_sync_event_id,
+        target_id: &job.job.connector_target_id,
+    };
+    supersede_if_outdated(conn, held, why, now, "").await
+}
+
 pub async fn retry(
     conn: &mut AnyConnection,
     job: &ClaimedJob,
     run_at: Millis,
     error: &str,
     consume_attempt: bool,
+    now: Millis,
 ) -> Result<bool> {
     lock_target(conn, &job.job.connector_target_id).await?;
+    if let Some(done) = supersede_claimed(conn, job, error, now).await? {
+        return Ok(done);
+    }
     let refund = i64::from(!consume_attempt);
     let n = sqlx::query(&format!(
         "UPDATE sync_job SET state = 'retryable', run_at = $1, last_error = $2, lease_owner = NULL, \
@@ -347,8 +438,12 @@ pub async fn retry(
     Ok(true)
 }
 
-pub async fn release(conn: &mut AnyConnection, job: &ClaimedJob) -> Result<bool> {
+pub async fn release(conn: &mut AnyConnection, job: &ClaimedJob, now: Millis) -> Result<bool> {
     lock_target(conn, &job.job.connector_target_id).await?;
+    let why = "released at shutdown; a newer sync of the target is queued";
+    if let Some(done) = supersede_claimed(conn, job, why, now).await? {
+        return Ok(done);
+    }
     let n = sqlx::query(&format!(
         "UPDATE sync_job SET state = 'available', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL \
          WHERE {}",
@@ -393,6 +488,21 @@ pub async fn rescue(conn: &mut AnyConnection, now: Millis) -> Result<u64> {
         let target_id: String = row.try_get("target_id")?;
         let out_of_attempts = attempt >= row.try_get::<i64, _>("max_attempts")?;
         lock_target(conn, &target_id).await?;
+        let still_expired = " AND lease_expires_at < $1";
+        let held = Held {
+            job_id: &id,
+            attempt,
+            event_id: &event_id,
+            target_id: &target_id,
+        };
+        match supersede_if_outdated(conn, held, msg, now, still_expired).await? {
+            Some(true) => {
+                rescued += 1;
+                continue;
+            }
+            Some(false) => continue,
+            None => {}
+        }
         let state = if out_of_attempts {
             "finished"
         } else {
