@@ -325,6 +325,22 @@ impl Server {
         }
     }
 
+    /// `kill -9`: SIGKILL (no shutdown of any kind: no release of claimed
+    /// jobs, no last heartbeat), then reaps the process and returns how it
+    /// ended. Panics, with the server's log, if the process had already
+    /// exited: a test that means to kill a live process must know it did.
+    pub fn sigkill(&mut self) -> ExitStatus {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "connectord serve had already exited ({status}) before kill -9:\n{}",
+                self.log_text()
+            );
+        }
+        // std's Child::kill is SIGKILL on Unix.
+        self.child.kill().expect("send SIGKILL");
+        self.child.wait().expect("reap the killed process")
+    }
+
     /// Kills the process at once (no graceful shutdown) and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
