@@ -1484,3 +1484,162 @@ async fn two_ingress_and_three_workers_on_postgres_survive_a_kill_and_converge()
     drop(ingress);
     drop(fake);
 }
+
+/// The kill lands after a target's *last* push was queued, behind the job the
+/// dead worker held for the push before it. The rescued older job must not
+/// run after the newer one: the target ends at the last head, equal to git.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_after_the_last_push_leaves_the_target_at_the_last_head() {
+    if common::backend::postgres_url().is_none() {
+        return; // the notice was printed by postgres_url()
+    }
+    let db_url = common::backend::fresh_schema().await;
+    let fake = FakeGitHub::start(APP_ID, TEST_APP_PUBLIC_KEY_PEM).await;
+    let c = build_chain(&fake, 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let key_path = work.join("app-key.pem");
+    std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
+    let (app_id, api) = (APP_ID.to_string(), fake.base_url());
+    let ingress = Server::start_within(
+        work,
+        &work.join("i"),
+        &["--role", "ingress", "--database-url", &db_url],
+        &[
+            ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
+        STARTUP,
+    )
+    .await;
+    let worker_args = [
+        "--role",
+        "worker",
+        "--database-url",
+        &db_url,
+        "--lease-seconds",
+        "3",
+        "--workers",
+        "1",
+    ];
+    let worker_env = [
+        ("GITHUB_CONNECTOR_APP_ID", app_id.as_str()),
+        ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&key_path)),
+        ("GITHUB_API_URL", api.as_str()),
+    ];
+    let mut first_worker =
+        Server::start_within(work, &work.join("w1"), &worker_args, &worker_env, STARTUP).await;
+
+    let client = reqwest::Client::new();
+    let admin = ingress.base();
+    let admin_json = |req: reqwest::RequestBuilder| async move {
+        let res = req
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin request");
+        res.json::<Value>().await.expect("admin json")
+    };
+    let connector = admin_json(
+        client
+            .post(format!("{admin}/v1/admin/connectors"))
+            .json(&json!({"type": "github", "installationId": c.installation})),
+    )
+    .await;
+    let target = admin_json(
+        client
+            .post(format!(
+                "{admin}/v1/admin/connectors/{}/targets",
+                connector["id"].as_str().unwrap()
+            ))
+            .json(&json!({"repositoryFullName": c.full_name, "repositoryId": c.repo_id, "branch": "main"})),
+    )
+    .await;
+    let target_id = target["id"].as_str().expect("target id").to_owned();
+    let target_url = format!("{admin}/v1/admin/targets/{target_id}");
+    let wait_for_synced = |sha: String| {
+        let (client, url) = (client.clone(), target_url.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let t = admin_json(client.get(&url)).await;
+                if t["lastSyncedSha"] == sha.as_str() {
+                    return t;
+                }
+                assert!(Instant::now() < deadline, "never synced {sha}: {t}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for_synced(c.commits[0].clone()).await;
+
+    c.repo.set_branch("main", &c.commits[2]);
+    let push = |id: &'static str, before: &str, after: &str| {
+        let body = common::push_payload(
+            c.installation,
+            c.repo_id,
+            &c.full_name,
+            "main",
+            before,
+            after,
+        )
+        .to_string();
+        client
+            .post(ingress.webhook_url())
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", id)
+            .header(
+                "x-hub-signature-256",
+                sign(WEBHOOK_SECRET.as_bytes(), body.as_bytes()),
+            )
+            .body(body)
+            .send()
+    };
+    // The sync of c1 hangs in its tree call; c2, the last push, is queued
+    // behind it; then the worker holding c1 dies.
+    fake.set_delay("/git/trees/", Duration::from_secs(5));
+    let first = push("last-1", &c.commits[0], &c.commits[1]).await.unwrap();
+    assert_eq!(first.status(), reqwest::StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let last = push("last-2", &c.commits[1], &c.commits[2]).await.unwrap();
+    assert_eq!(last.status(), reqwest::StatusCode::ACCEPTED);
+    first_worker.sigkill();
+    fake.set_delay("/git/trees/", Duration::ZERO);
+    let _second_worker =
+        Server::start_within(work, &work.join("w2"), &worker_args, &worker_env, STARTUP).await;
+
+    let t = wait_for_synced(c.commits[2].clone()).await;
+    // Past the lease, the rescuer has had its say: the target stays at c2.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let t2 = admin_json(client.get(&target_url)).await;
+    assert_eq!(t2["lastSyncedSha"], c.commits[2].as_str(), "{t} then {t2}");
+    assert_eq!(t2["latestHeadSha"], c.commits[2].as_str(), "{t2}");
+    let events =
+        admin_json(client.get(format!("{admin}/v1/admin/sync-events?targetId={target_id}"))).await;
+    let of_c1: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["headSha"] == c.commits[1].as_str())
+        .collect();
+    assert_eq!(of_c1.len(), 1, "{events}");
+    assert_eq!(of_c1[0]["status"], "superseded", "{events}");
+
+    let db = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db_url)
+        .await
+        .unwrap();
+    let stored: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT path, content FROM document WHERE target_id = $1 ORDER BY path")
+            .bind(&target_id)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let expected: Vec<(String, Vec<u8>)> = git_files(&c.repo, &c.commits[2])
+        .into_iter()
+        .map(|(path, (_, bytes))| (path, bytes))
+        .collect();
+    assert_eq!(stored, expected, "documents equal git at the last head");
+}
