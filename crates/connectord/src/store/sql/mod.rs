@@ -12,6 +12,7 @@
 //!   claims, and `LISTEN/NOTIFY` wake-ups across processes.
 
 mod admin;
+mod claim;
 mod content;
 mod dialect;
 mod enqueue;
@@ -19,6 +20,7 @@ mod ingest;
 mod lifecycle;
 pub mod postgres;
 mod queue;
+mod retention;
 pub mod sqlite;
 mod writer;
 
@@ -91,33 +93,6 @@ impl SqlStore {
         }
     }
 
-    /// Runs `sql` (which touches at most a batch of rows older than `before`)
-    /// until it touches none, one transaction per batch, so a large backlog
-    /// never holds the writer (or many row locks) for long.
-    async fn prune_in_batches(&self, sql: String, before: Millis) -> Result<u64> {
-        let sql: Arc<str> = sql.into();
-        let mut total = 0;
-        loop {
-            let sql = sql.clone();
-            let n = self
-                .write(move |c| {
-                    async move {
-                        Ok(sqlx::query(&sql)
-                            .bind(before)
-                            .execute(c)
-                            .await?
-                            .rows_affected())
-                    }
-                    .boxed()
-                })
-                .await?;
-            total += n;
-            if n == 0 {
-                return Ok(total);
-            }
-        }
-    }
-
     async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
         Ok(self.read.acquire().await?)
     }
@@ -128,9 +103,6 @@ const INGEST_TRIES: usize = 3;
 
 /// Claim transactions one `claim_job` runs while other claims hold its candidates.
 const CLAIM_TRIES: usize = 10;
-
-/// Rows per pruning transaction.
-const PRUNE_BATCH: i64 = 500;
 
 fn limit_plus_one(p: &Page) -> i64 {
     p.limit + 1
@@ -207,62 +179,15 @@ impl Store for SqlStore {
     }
 
     async fn prune_delivery_bodies(&self, before: Millis) -> Result<u64> {
-        self.prune_in_batches(
-            format!(
-                "UPDATE webhook_delivery SET body = NULL WHERE seq IN (SELECT seq FROM webhook_delivery \
-                 WHERE body IS NOT NULL AND received_at < $1 LIMIT {PRUNE_BATCH})"
-            ),
-            before,
-        )
-        .await
+        self.prune_delivery_bodies_before(before).await
     }
 
     async fn prune_push_history(&self, before: Millis) -> Result<u64> {
-        let key = self.dialect().push_key();
-        self.prune_in_batches(
-            format!(
-                "DELETE FROM target_push WHERE {key} IN \
-                 (SELECT {key} FROM target_push WHERE received_at < $1 LIMIT {PRUNE_BATCH})"
-            ),
-            before,
-        )
-        .await
+        self.prune_push_history_before(before).await
     }
 
     async fn prune_history(&self, before: Millis) -> Result<u64> {
-        // Jobs first: a sync event is referenced by its job.
-        let jobs = self
-            .prune_in_batches(
-                format!(
-                    "DELETE FROM sync_job WHERE id IN (SELECT id FROM sync_job \
-                     WHERE state = 'finished' AND finished_at < $1 LIMIT {PRUNE_BATCH})"
-                ),
-                before,
-            )
-            .await?;
-        let events = self
-            .prune_in_batches(
-                format!(
-                    "DELETE FROM connector_sync_event WHERE id IN (SELECT e.id FROM connector_sync_event e \
-                     WHERE e.status IN ('completed', 'partial', 'failed', 'superseded', 'cancelled') \
-                     AND e.completed_at < $1 \
-                     AND NOT EXISTS (SELECT 1 FROM sync_job j WHERE j.sync_event_id = e.id) \
-                     AND NOT EXISTS (SELECT 1 FROM document d WHERE d.sync_event_id = e.id) \
-                     LIMIT {PRUNE_BATCH})"
-                ),
-                before,
-            )
-            .await?;
-        let deliveries = self
-            .prune_in_batches(
-                format!(
-                    "DELETE FROM webhook_delivery WHERE seq IN (SELECT seq FROM webhook_delivery \
-                     WHERE received_at < $1 LIMIT {PRUNE_BATCH})"
-                ),
-                before,
-            )
-            .await?;
-        Ok(jobs + events + deliveries)
+        self.prune_history_before(before).await
     }
 
     async fn claim_job(
@@ -278,13 +203,13 @@ impl Store for SqlStore {
             let owner = owner.to_owned();
             let claim = self
                 .write(move |c| {
-                    async move { queue::claim(c, &owner, now, lease_ms, cap).await }.boxed()
+                    async move { claim::claim(c, &owner, now, lease_ms, cap).await }.boxed()
                 })
                 .await?;
             match claim {
-                queue::Claim::Claimed(job) => return Ok(Some(*job)),
-                queue::Claim::Nothing => return Ok(None),
-                queue::Claim::Contended => {
+                claim::Claim::Claimed(job) => return Ok(Some(*job)),
+                claim::Claim::Nothing => return Ok(None),
+                claim::Claim::Contended => {
                     tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 5 + 1)).await
                 }
             }
