@@ -104,7 +104,13 @@ impl WorkerPool {
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self.store.claim_job(&owner, now_ms(), lease_ms).await {
-                Ok(Some(job)) => self.run_job(job, &shutdown).await,
+                Ok(Some(job)) => {
+                    // Wake-ups wake one idle slot; the winner passes it on,
+                    // so a batch of jobs spreads over the idle slots one
+                    // claim at a time and an empty queue stops the chain.
+                    ready.notify_one();
+                    self.run_job(job, &shutdown).await
+                }
                 Ok(None) => {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

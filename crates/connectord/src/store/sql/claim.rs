@@ -46,12 +46,21 @@ pub async fn claim(
     per_installation: i64,
 ) -> Result<Claim> {
     let d = Dialect::of(conn);
+    // `waiting` walks the ready-jobs index one installation at a time (a
+    // loose index scan: one seek per installation with queued jobs), so
+    // installations with nothing queued cost nothing however many there are.
     let installations: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM (SELECT c.id, \
+        "WITH RECURSIVE waiting(cid) AS ( \
+             SELECT min(connector_id) FROM sync_job WHERE state IN ('available', 'retryable') \
+             UNION ALL \
+             SELECT (SELECT min(connector_id) FROM sync_job \
+                     WHERE state IN ('available', 'retryable') AND connector_id > waiting.cid) \
+             FROM waiting WHERE waiting.cid IS NOT NULL) \
+         SELECT id FROM (SELECT c.id, \
              (SELECT count(*) FROM sync_job r WHERE r.connector_id = c.id AND r.state = 'running') AS running, \
              (SELECT min(j.run_at) FROM sync_job j WHERE j.connector_id = c.id \
                 AND j.state IN ('available', 'retryable') AND j.run_at <= $1) AS oldest \
-           FROM connector_instance c WHERE c.status = 'active') i \
+           FROM waiting JOIN connector_instance c ON c.id = waiting.cid WHERE c.status = 'active') i \
          WHERE oldest IS NOT NULL AND running < $2 ORDER BY running, oldest, id LIMIT $3",
     )
     .bind(now)

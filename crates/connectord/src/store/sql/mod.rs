@@ -87,7 +87,10 @@ impl SqlStore {
 
     /// Tells workers (in every process) that a job may have become runnable.
     async fn wake(&self) {
-        self.jobs_ready.notify_waiters();
+        // One idle slot per process: waking them all would have every one
+        // run a claim that only one can win. A slot that finishes a job
+        // claims again by itself, so a backlog still spreads.
+        self.jobs_ready.notify_one();
         if let Backend::Postgres(pg) = &self.backend {
             pg.notify().await;
         }

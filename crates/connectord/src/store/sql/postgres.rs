@@ -71,7 +71,7 @@ async fn listen(url: &str, jobs_ready: Arc<Notify>) -> Result<JoinHandle<()>> {
     Ok(tokio::spawn(async move {
         loop {
             match listener.recv().await {
-                Ok(_) => jobs_ready.notify_waiters(),
+                Ok(_) => jobs_ready.notify_one(),
                 Err(e) => {
                     // recv() reconnects on its next call; meanwhile workers poll.
                     tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
