@@ -1253,3 +1253,34 @@ async fn a_transient_failure_with_nothing_newer_queued_is_retried() {
     app.stop().await;
 }
 }
+
+conformance! {
+/// The issue's case at scale: an installation with hundreds of queued syncs
+/// (more than the claim's quick window of the oldest 256) ahead of another
+/// installation's one. The other installation's sync is the second claimed.
+#[tokio::test]
+async fn hundreds_queued_in_one_installation_do_not_starve_another() {
+    use connectord::domain::{BranchName, PathPrefix, RepoFullName};
+    use connectord::store::models::NewTarget;
+    let app = spawn_app().await;
+    let target = |name: String, id: i64| NewTarget {
+        repository_full_name: RepoFullName::parse(&name).unwrap(),
+        repository_id: Some(id),
+        branch: BranchName::parse("main").unwrap(),
+        path_prefix: PathPrefix::parse("").unwrap(),
+        max_file_bytes: 1 << 20,
+    };
+    let (busy, _) = app.store.create_connector(500).await.unwrap();
+    for i in 0..300 {
+        app.store.create_target(&busy.id, target(format!("busy/r{i}"), 5000 + i)).await.unwrap();
+    }
+    let (quiet, _) = app.store.create_connector(600).await.unwrap();
+    let (_, quiet_sync) = app.store.create_target(&quiet.id, target("quiet/r".into(), 6000)).await.unwrap();
+
+    let claimed = claim_all(&app, now_ms() + 60_000).await;
+    let installations: Vec<i64> = claimed.iter().map(|j| j.job.installation_id).collect();
+    assert_eq!(installations, vec![500, 600, 500, 500, 500], "claim order");
+    assert_eq!(claimed[1].job.connector_sync_event_id, quiet_sync.id);
+    app.stop().await;
+}
+}

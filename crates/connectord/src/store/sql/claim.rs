@@ -38,18 +38,48 @@ pub enum Claim {
     Contended,
 }
 
-pub async fn claim(
+/// Ready jobs, oldest first, the quick pick looks through for an idle installation.
+const QUICK_PICK_WINDOW: i64 = 256;
+
+/// The installations to claim from, best first.
+///
+/// The quick pick covers the common case: among the oldest due jobs, those
+/// of installations with nothing running (the best there can be). It reads
+/// a bounded window of the ready index, so it costs the same however many
+/// installations or jobs there are. Only when that window holds nothing of
+/// an idle installation (a large backlog of busy ones at the front, or
+/// nothing idle at all) does the full pick run: every installation with
+/// queued jobs, found by a loose index scan (one seek each), ordered by
+/// running jobs, then by its oldest due job.
+async fn pick_installations(
     conn: &mut AnyConnection,
-    owner: &str,
     now: Millis,
-    lease_ms: i64,
     per_installation: i64,
-) -> Result<Claim> {
-    let d = Dialect::of(conn);
-    // `waiting` walks the ready-jobs index one installation at a time (a
-    // loose index scan: one seek per installation with queued jobs), so
-    // installations with nothing queued cost nothing however many there are.
-    let installations: Vec<String> = sqlx::query_scalar(
+) -> Result<Vec<String>> {
+    let quick: Vec<String> = sqlx::query_scalar(
+        "SELECT j.connector_id FROM (SELECT connector_id, run_at, id FROM sync_job \
+             WHERE state IN ('available', 'retryable') AND run_at <= $1 ORDER BY run_at, id LIMIT $2) j \
+         JOIN connector_instance c ON c.id = j.connector_id AND c.status = 'active' \
+         WHERE NOT EXISTS (SELECT 1 FROM sync_job r WHERE r.connector_id = j.connector_id AND r.state = 'running') \
+         ORDER BY j.run_at, j.id",
+    )
+    .bind(now)
+    .bind(QUICK_PICK_WINDOW)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut picked: Vec<String> = Vec::new();
+    for id in quick {
+        if !picked.contains(&id) {
+            picked.push(id);
+            if picked.len() as i64 == CLAIM_INSTALLATIONS {
+                break;
+            }
+        }
+    }
+    if !picked.is_empty() {
+        return Ok(picked);
+    }
+    Ok(sqlx::query_scalar(
         "WITH RECURSIVE waiting(cid) AS ( \
              SELECT min(connector_id) FROM sync_job WHERE state IN ('available', 'retryable') \
              UNION ALL \
@@ -67,7 +97,18 @@ pub async fn claim(
     .bind(per_installation)
     .bind(CLAIM_INSTALLATIONS)
     .fetch_all(&mut *conn)
-    .await?;
+    .await?)
+}
+
+pub async fn claim(
+    conn: &mut AnyConnection,
+    owner: &str,
+    now: Millis,
+    lease_ms: i64,
+    per_installation: i64,
+) -> Result<Claim> {
+    let d = Dialect::of(conn);
+    let installations = pick_installations(conn, now, per_installation).await?;
     let mut contended = false;
     let mut row = None;
     'installations: for connector_id in installations {
