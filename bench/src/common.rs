@@ -3,6 +3,9 @@
 //! say what limited it.
 #![allow(dead_code)] // each binary uses part of it
 
+use connectord::config::{Role, Settings};
+use connectord::store::StoreOptions;
+use connectord::sync::worker::WorkerSettings;
 use sqlx::Connection;
 use std::time::{Duration, Instant};
 
@@ -10,6 +13,9 @@ use std::time::{Duration, Instant};
 /// `postgres://postgres@127.0.0.1:5432/test`. Each run works in a fresh
 /// schema of it and drops the schema at the end.
 pub const POSTGRES_URL_VAR: &str = "CONNECTORD_BENCH_POSTGRES_URL";
+
+/// The webhook secret of every bench app.
+pub const SECRET: &str = "bench-secret";
 
 pub fn postgres_url() -> Option<String> {
     std::env::var(POSTGRES_URL_VAR)
@@ -206,5 +212,23 @@ pub async fn background_load() -> String {
         }
         Some(busy) => format!("machine idle before the run ({busy:.2} cores busy)"),
         None => "background load unknown (no /proc/stat)".into(),
+    }
+}
+
+/// The settings a bench app runs with: port 0, no GitHub, test secrets.
+pub fn settings(url: &str, role: Role) -> Settings {
+    Settings {
+        role,
+        listen: "127.0.0.1:0".into(),
+        admin_listen: None,
+        database_url: url.into(),
+        database_max_connections: StoreOptions::default().max_connections,
+        webhook_secret: SECRET.into(),
+        webhook_secret_previous: None,
+        admin_token: "bench".into(),
+        worker: WorkerSettings::default(),
+        history_retention: Duration::from_secs(30 * 86_400),
+        delivery_body_retention: Duration::from_secs(86_400),
+        github: None,
     }
 }

@@ -7,20 +7,17 @@
 
 mod common;
 
-use common::{ms, Cpu, CpuUse};
-use connectord::config::Settings;
+use common::{ms, settings, Cpu, CpuUse, SECRET};
 use connectord::ingress::signature::sign;
 use connectord::startup::Application;
 use connectord::store::sql::{sqlite, SqlStore};
 use connectord::store::Store;
 use connectord::store::StoreOptions;
-use connectord::sync::worker::WorkerSettings;
 use futures::StreamExt;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "bench-secret";
 const TARGETS: i64 = 50;
 
 struct Run {
@@ -61,20 +58,7 @@ async fn run(
             (Arc::new(SqlStore::connect(&url, options).await?), url)
         }
     };
-    let settings = Settings {
-        role: connectord::config::Role::All,
-        listen: "127.0.0.1:0".into(),
-        admin_listen: None,
-        database_url: url,
-        database_max_connections: 10,
-        webhook_secret: SECRET.into(),
-        webhook_secret_previous: None,
-        admin_token: "bench".into(),
-        worker: WorkerSettings::default(),
-        history_retention: Duration::from_secs(30 * 86_400),
-        delivery_body_retention: Duration::from_secs(86_400),
-        github: None,
-    };
+    let settings = settings(&url, connectord::config::Role::All);
     let app = Application::build_with_store(settings, store.clone(), None).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let token = app.shutdown_token();

@@ -18,8 +18,8 @@
 mod common;
 
 use async_trait::async_trait;
-use common::{ms, pct, Cpu, CpuUse, Schema};
-use connectord::config::{Role, Settings};
+use common::{ms, pct, settings, Cpu, CpuUse, Schema, SECRET};
+use connectord::config::Role;
 use connectord::domain::{BranchName, PathPrefix, RepoFullName};
 use connectord::ingress::signature::sign;
 use connectord::startup::Application;
@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const SECRET: &str = "bench-secret";
 /// Long enough that a start within milliseconds can only be a wake-up.
 const LATENCY_POLL: Duration = Duration::from_secs(5);
 /// Latency: jobs go round-robin over this many targets, so a target's
@@ -263,23 +262,6 @@ impl Enqueuer {
                     .ok_or_else(|| anyhow::anyhow!("no sync event in {answer}"))
             }
         }
-    }
-}
-
-fn settings(url: &str, role: Role) -> Settings {
-    Settings {
-        role,
-        listen: "127.0.0.1:0".into(),
-        admin_listen: None,
-        database_url: url.into(),
-        database_max_connections: StoreOptions::default().max_connections,
-        webhook_secret: SECRET.into(),
-        webhook_secret_previous: None,
-        admin_token: "bench".into(),
-        worker: WorkerSettings::default(),
-        history_retention: Duration::from_secs(30 * 86_400),
-        delivery_body_retention: Duration::from_secs(86_400),
-        github: None,
     }
 }
 
