@@ -1,7 +1,7 @@
 //! Claiming a job: fair across installations, capped per installation, one
 //! running job per target, and on PostgreSQL safe for many workers at once.
 
-use super::dialect::Dialect;
+use super::dialect::lock_row;
 use crate::store::models::*;
 use crate::store::Result;
 use sqlx::{AnyConnection, Row};
@@ -107,12 +107,11 @@ pub async fn claim(
     lease_ms: i64,
     per_installation: i64,
 ) -> Result<Claim> {
-    let d = Dialect::of(conn);
     let installations = pick_installations(conn, now, per_installation).await?;
     let mut contended = false;
     let mut row = None;
     'installations: for connector_id in installations {
-        if !try_lock(conn, d, "connector_instance", &connector_id).await? {
+        if !lock_row(conn, "connector_instance", &connector_id, true).await? {
             contended = true;
             continue;
         }
@@ -129,7 +128,7 @@ pub async fn claim(
         .fetch_all(&mut *conn)
         .await?;
         for (job_id, target_id) in jobs {
-            if !try_lock(conn, d, "connector_target", &target_id).await? {
+            if !lock_row(conn, "connector_target", &target_id, true).await? {
                 contended = true;
                 continue;
             }
@@ -191,22 +190,4 @@ pub async fn claim(
         path_prefix: target.try_get("path_prefix")?,
         max_file_bytes: target.try_get("max_file_bytes")?,
     })))
-}
-
-/// Locks a row with `SKIP LOCKED` (PostgreSQL; SQLite's one writer needs no
-/// lock): `false` when another transaction holds it (a claim of the same
-/// installation, an ingest, a finishing job). Claims never wait for a lock,
-/// so they cannot deadlock each other whatever order they meet rows in.
-async fn try_lock(conn: &mut AnyConnection, d: Dialect, table: &str, id: &str) -> Result<bool> {
-    if d == Dialect::Sqlite {
-        return Ok(true);
-    }
-    let locked: Option<String> = sqlx::query_scalar(&format!(
-        "SELECT id FROM {table} WHERE id = $1{}",
-        d.for_update_skip_locked()
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(locked.is_some())
 }

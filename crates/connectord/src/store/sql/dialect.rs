@@ -84,18 +84,35 @@ pub async fn exists(conn: &mut AnyConnection, sql: &str, binds: &[&str]) -> Resu
     Ok(q.fetch_one(conn).await? > 0)
 }
 
-/// Locks the target row (PostgreSQL; a no-op on SQLite), the first lock of
-/// every write that decides something about a target's jobs.
-pub async fn lock_target(conn: &mut AnyConnection, target_id: &str) -> Result<()> {
+/// Locks one row by id (PostgreSQL; SQLite's one writer needs no lock).
+/// With `skip_locked` a row another transaction holds is skipped rather than
+/// waited for: `false` then means "held elsewhere".
+pub async fn lock_row(
+    conn: &mut AnyConnection,
+    table: &str,
+    id: &str,
+    skip_locked: bool,
+) -> Result<bool> {
     let d = Dialect::of(conn);
-    if d == Dialect::Postgres {
-        sqlx::query(&format!(
-            "SELECT id FROM connector_target WHERE id = $1{}",
-            d.for_update()
-        ))
-        .bind(target_id)
-        .fetch_optional(conn)
-        .await?;
+    if d == Dialect::Sqlite {
+        return Ok(true);
     }
+    let lock = if skip_locked {
+        d.for_update_skip_locked()
+    } else {
+        d.for_update()
+    };
+    let locked: Option<String> =
+        sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE id = $1{lock}"))
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(locked.is_some())
+}
+
+/// Locks the target row, the first lock of every write that decides
+/// something about a target's jobs.
+pub async fn lock_target(conn: &mut AnyConnection, target_id: &str) -> Result<()> {
+    lock_row(conn, "connector_target", target_id, false).await?;
     Ok(())
 }

@@ -35,22 +35,44 @@ pub async fn heartbeat(
     Ok(n == 1)
 }
 
-/// Marks the job finished (fenced); returns false if the lease was lost.
+/// A job some worker holds (or held), as the fenced statements name it.
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    job_id: &'a str,
+    attempt: i64,
+    event_id: &'a str,
+    target_id: &'a str,
+}
+
+impl<'a> From<&'a ClaimedJob> for Held<'a> {
+    fn from(job: &'a ClaimedJob) -> Self {
+        Held {
+            job_id: &job.job_id,
+            attempt: job.attempt,
+            event_id: &job.job.connector_sync_event_id,
+            target_id: &job.job.connector_target_id,
+        }
+    }
+}
+
+/// Marks the job finished (fenced, narrowed by `extra`, whose `$1` is
+/// `now`); returns false if the lease was lost.
 async fn finish(
     conn: &mut AnyConnection,
-    job: &ClaimedJob,
+    held: Held<'_>,
     error: Option<&str>,
     now: Millis,
+    extra: &str,
 ) -> Result<bool> {
     let n = sqlx::query(&format!(
-        "UPDATE sync_job SET state = 'finished', finished_at = $1, lease_owner = NULL, last_error = coalesce($2, last_error) \
-         WHERE {}",
+        "UPDATE sync_job SET state = 'finished', finished_at = $1, lease_owner = NULL, lease_expires_at = NULL, \
+         last_error = coalesce($2, last_error) WHERE {}{extra}",
         fence(3)
     ))
     .bind(now)
     .bind(error)
-    .bind(&job.job_id)
-    .bind(job.attempt)
+    .bind(held.job_id)
+    .bind(held.attempt)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -68,7 +90,7 @@ pub async fn complete(
     now: Millis,
 ) -> Result<bool> {
     lock_target(conn, &job.job.connector_target_id).await?;
-    if !finish(conn, job, None, now).await? {
+    if !finish(conn, job.into(), None, now, "").await? {
         return Ok(false);
     }
     let event_id = &job.job.connector_sync_event_id;
@@ -115,18 +137,22 @@ pub async fn fail(
     now: Millis,
 ) -> Result<bool> {
     lock_target(conn, &job.job.connector_target_id).await?;
-    if !finish(conn, job, Some(error), now).await? {
+    finish_failed(conn, job.into(), error, health, now, "").await
+}
+
+/// Finishes the job (fenced) and its sync event `failed`, and marks the target.
+async fn finish_failed(
+    conn: &mut AnyConnection,
+    held: Held<'_>,
+    error: &str,
+    health: FailureHealth,
+    now: Millis,
+    extra: &str,
+) -> Result<bool> {
+    if !finish(conn, held, Some(error), now, extra).await? {
         return Ok(false);
     }
-    fail_event(
-        conn,
-        &job.job.connector_sync_event_id,
-        &job.job.connector_target_id,
-        error,
-        health,
-        now,
-    )
-    .await?;
+    fail_event(conn, held.event_id, held.target_id, error, health, now).await?;
     Ok(true)
 }
 
@@ -164,15 +190,6 @@ async fn fail_event(
     Ok(())
 }
 
-/// A job some worker holds (or held), as the fenced statements name it.
-#[derive(Clone, Copy)]
-struct Held<'a> {
-    job_id: &'a str,
-    attempt: i64,
-    event_id: &'a str,
-    target_id: &'a str,
-}
-
 /// A sync of the job's target queued while the job ran came from a later
 /// push or request, so it is newer: putting this job back in the queue would
 /// apply the older head after it. Such a job is finished `superseded` instead.
@@ -185,62 +202,29 @@ async fn supersede_if_outdated(
     now: Millis,
     extra: &str,
 ) -> Result<Option<bool>> {
-    let Held {
-        job_id,
-        attempt,
-        event_id,
-        target_id,
-    } = held;
     let newer = exists(
         conn,
         "SELECT count(*) FROM (SELECT 1 FROM sync_job WHERE target_id = $1 AND id <> $2 \
          AND state IN ('available', 'retryable') LIMIT 1) x",
-        &[target_id, job_id],
+        &[held.target_id, held.job_id],
     )
     .await?;
     if !newer {
         return Ok(None);
     }
-    let n = sqlx::query(&format!(
-        "UPDATE sync_job SET state = 'finished', finished_at = $1, last_error = $2, lease_owner = NULL, \
-         lease_expires_at = NULL WHERE {}{extra}",
-        fence(3)
-    ))
+    if !finish(conn, held, Some(why), now, extra).await? {
+        return Ok(Some(false));
+    }
+    sqlx::query(
+        "UPDATE connector_sync_event SET status = 'superseded', completed_at = $1, last_error = $2, \
+         next_attempt_at = NULL WHERE id = $3",
+    )
     .bind(now)
     .bind(why)
-    .bind(job_id)
-    .bind(attempt)
+    .bind(held.event_id)
     .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if n == 1 {
-        sqlx::query(
-            "UPDATE connector_sync_event SET status = 'superseded', completed_at = $1, last_error = $2, \
-             next_attempt_at = NULL WHERE id = $3",
-        )
-        .bind(now)
-        .bind(why)
-        .bind(event_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(Some(n == 1))
-}
-
-/// [`supersede_if_outdated`] for a job this worker holds.
-async fn supersede_claimed(
-    conn: &mut AnyConnection,
-    job: &ClaimedJob,
-    why: &str,
-    now: Millis,
-) -> Result<Option<bool>> {
-    let held = Held {
-        job_id: &job.job_id,
-        attempt: job.attempt,
-        event_id: &job.job.connector_sync_event_id,
-        target_id: &job.job.connector_target_id,
-    };
-    supersede_if_outdated(conn, held, why, now, "").await
+    .await?;
+    Ok(Some(true))
 }
 
 pub async fn retry(
@@ -252,7 +236,7 @@ pub async fn retry(
     now: Millis,
 ) -> Result<bool> {
     lock_target(conn, &job.job.connector_target_id).await?;
-    if let Some(done) = supersede_claimed(conn, job, error, now).await? {
+    if let Some(done) = supersede_if_outdated(conn, job.into(), error, now, "").await? {
         return Ok(done);
     }
     let refund = i64::from(!consume_attempt);
@@ -287,7 +271,7 @@ pub async fn retry(
 pub async fn release(conn: &mut AnyConnection, job: &ClaimedJob, now: Millis) -> Result<bool> {
     lock_target(conn, &job.job.connector_target_id).await?;
     let why = "released at shutdown; a newer sync of the target is queued";
-    if let Some(done) = supersede_claimed(conn, job, why, now).await? {
+    if let Some(done) = supersede_if_outdated(conn, job.into(), why, now, "").await? {
         return Ok(done);
     }
     let n = sqlx::query(&format!(
@@ -341,54 +325,47 @@ pub async fn rescue(conn: &mut AnyConnection, now: Millis) -> Result<u64> {
             event_id: &event_id,
             target_id: &target_id,
         };
-        match supersede_if_outdated(conn, held, msg, now, still_expired).await? {
-            Some(true) => {
-                rescued += 1;
-                continue;
+        let taken_back = match supersede_if_outdated(conn, held, msg, now, still_expired).await? {
+            Some(done) => done,
+            None if out_of_attempts => {
+                finish_failed(conn, held, msg, FailureHealth::Failing, now, still_expired).await?
             }
-            Some(false) => continue,
-            None => {}
-        }
-        let state = if out_of_attempts {
-            "finished"
-        } else {
-            "retryable"
+            None => requeue_expired(conn, held, msg, now).await?,
         };
-        let n = sqlx::query(&format!(
-            "UPDATE sync_job SET state = $1, run_at = $2, finished_at = CASE WHEN $1 = 'finished' THEN $2 END, \
-             last_error = $3, lease_owner = NULL, lease_expires_at = NULL WHERE {} AND lease_expires_at < $2",
-            fence(4)
-        ))
-        .bind(state)
-        .bind(now)
-        .bind(msg)
-        .bind(&id)
-        .bind(attempt)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            continue;
-        }
-        rescued += 1;
-        if out_of_attempts {
-            fail_event(
-                conn,
-                &event_id,
-                &target_id,
-                msg,
-                FailureHealth::Failing,
-                now,
-            )
-            .await?;
-        } else {
-            sqlx::query("UPDATE connector_sync_event SET status = 'queued', last_error = $1, next_attempt_at = $2 WHERE id = $3")
-                .bind(msg)
-                .bind(now)
-                .bind(&event_id)
-                .execute(&mut *conn)
-                .await?;
-        }
+        rescued += u64::from(taken_back);
     }
     Ok(rescued)
+}
+
+/// Puts a job whose lease expired back in the queue, due now (the attempt it
+/// used counts); fenced, and only while the lease is still expired.
+async fn requeue_expired(
+    conn: &mut AnyConnection,
+    held: Held<'_>,
+    why: &str,
+    now: Millis,
+) -> Result<bool> {
+    let n = sqlx::query(&format!(
+        "UPDATE sync_job SET state = 'retryable', run_at = $1, last_error = $2, lease_owner = NULL, \
+         lease_expires_at = NULL WHERE {} AND lease_expires_at < $1",
+        fence(3)
+    ))
+    .bind(now)
+    .bind(why)
+    .bind(held.job_id)
+    .bind(held.attempt)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        sqlx::query(
+            "UPDATE connector_sync_event SET status = 'queued', last_error = $1, next_attempt_at = $2 WHERE id = $3",
+        )
+        .bind(why)
+        .bind(now)
+        .bind(held.event_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(n == 1)
 }
