@@ -433,18 +433,18 @@ impl Reconciler for ScriptedReconciler {
     }
 }
 
-/// GitHub's example payloads, from the `shared/` folder beside the checkout
-/// (override with `CONNECTORD_WEBHOOK_EXAMPLES`). Missing is a failure, not a skip.
+/// GitHub's example payloads, kept in the repository at `tests/fixtures/`
+/// (provenance and licence in `tests/fixtures/README.md`; override the path with
+/// `CONNECTORD_WEBHOOK_EXAMPLES`). Missing is a failure, not a skip.
 pub fn fixtures_path() -> PathBuf {
     if let Some(p) = std::env::var_os("CONNECTORD_WEBHOOK_EXAMPLES") {
         return PathBuf::from(p);
     }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/github/webhooks-examples.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks-examples.json");
     assert!(
         path.exists(),
-        "GitHub's webhook examples are expected at {} (the shared/ folder beside the checkout); \
-         set CONNECTORD_WEBHOOK_EXAMPLES to their path",
+        "GitHub's webhook examples are expected at {}; set CONNECTORD_WEBHOOK_EXAMPLES to their path",
         path.display()
     );
     path
