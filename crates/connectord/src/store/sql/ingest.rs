@@ -13,9 +13,9 @@ use sqlx::{AnyConnection, Row};
 
 /// What applying a plan did, before it is written back onto the delivery row.
 pub(super) struct Applied {
-    outcome: Outcome,
-    reason: Option<String>,
-    sync_event_ids: Vec<String>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub sync_event_ids: Vec<String>,
 }
 
 impl Applied {
@@ -30,6 +30,14 @@ impl Applied {
         Self {
             outcome: Outcome::Accepted,
             reason: None,
+            sync_event_ids,
+        }
+    }
+    /// Every matched target already had an unfinished job for this head.
+    pub(super) fn duplicate(reason: &str, sync_event_ids: Vec<String>) -> Self {
+        Self {
+            outcome: Outcome::Duplicate,
+            reason: Some(reason.into()),
             sync_event_ids,
         }
     }
@@ -251,11 +259,7 @@ async fn apply_push(conn: &mut AnyConnection, ctx: &Ctx<'_>, p: &PushPlan) -> Re
         return Ok(Applied::accepted(new_events));
     }
     if !existing_events.is_empty() {
-        return Ok(Applied {
-            outcome: Outcome::Duplicate,
-            reason: Some("already_queued".into()),
-            sync_event_ids: existing_events,
-        });
+        return Ok(Applied::duplicate("already_queued", existing_events));
     }
     Ok(Applied::ignored(
         reasons.first().copied().unwrap_or("untracked_branch"),

@@ -18,6 +18,7 @@ mod dialect;
 mod enqueue;
 mod ingest;
 mod lifecycle;
+mod native;
 pub mod postgres;
 mod queue;
 mod reads;
@@ -43,7 +44,12 @@ use tokio::sync::Notify;
 use writer::Writer;
 
 enum Backend {
-    Sqlite { writer: Writer },
+    Sqlite {
+        /// Claims, completions, admin writes, lifecycle deliveries.
+        writer: Writer,
+        /// Pushes and ignored deliveries: the hot path.
+        native: native::writer::NativeWriter,
+    },
     Postgres(postgres::Pg),
 }
 
@@ -81,7 +87,7 @@ impl SqlStore {
             + 'static,
     {
         match &self.backend {
-            Backend::Sqlite { writer } => writer.write(f).await,
+            Backend::Sqlite { writer, .. } => writer.write(f).await,
             Backend::Postgres(pg) => pg.write(f).await,
         }
     }
@@ -121,9 +127,16 @@ impl Store for SqlStore {
 
     async fn ingest(&self, delivery: NewDelivery, plan: Plan) -> Result<IngestOutcome> {
         let max = self.options.max_attempts;
-        let (outcome, enqueued): (IngestOutcome, bool) = if self.dialect() == Dialect::Sqlite {
-            self.write(move |c| ingest::ingest(c, delivery, plan, max).boxed())
-                .await?
+        let (outcome, enqueued): (IngestOutcome, bool) = if let Backend::Sqlite { native: fast, .. } =
+            &self.backend
+        {
+            if native::ingest::handles(&delivery, &plan) {
+                fast.write(move |c| native::ingest::ingest(c, delivery, plan, max))
+                    .await?
+            } else {
+                self.write(move |c| ingest::ingest(c, delivery, plan, max).boxed())
+                    .await?
+            }
         } else {
             // GitHub does not redeliver a failed delivery by itself, so a
             // transaction PostgreSQL aborted for a concurrent one (two

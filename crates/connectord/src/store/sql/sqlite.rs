@@ -2,7 +2,7 @@
 //! acknowledged delivery survives power loss), one writer task with group
 //! commit, and a pool of read connections.
 
-use super::{Backend, SqlStore};
+use super::{native, Backend, SqlStore};
 use crate::store::{Result, StoreError, StoreOptions};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -16,8 +16,9 @@ use tokio::sync::Notify;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Set on every connection: the `Any` driver opens SQLite from the URL alone.
-const PRAGMAS: &str =
-    "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+/// Checkpoints are the checkpointer thread's (`native::checkpoint`).
+const PRAGMAS: &str = "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; \
+     PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;";
 
 fn native_options(url: &str) -> Result<SqliteConnectOptions> {
     let opts = SqliteConnectOptions::from_str(url)
@@ -66,7 +67,22 @@ pub async fn migrate(url: &str) -> Result<()> {
 /// benchmark compares 1 against the default).
 pub async fn connect(url: &str, options: StoreOptions, max_batch: usize) -> Result<SqlStore> {
     sqlx::any::install_default_drivers();
+    let path = native_options(url)?.get_filename().to_path_buf();
+    if path == Path::new(":memory:") {
+        // The writers and the readers are separate connections: they must share a file.
+        return Err(StoreError::Invalid(
+            "an in-memory SQLite database is not supported: give a file, sqlite://PATH".into(),
+        ));
+    }
     migrate(url).await?;
+    let gate = native::gate();
+    let checkpointer = native::checkpoint::Checkpointer::spawn(&path)?;
+    let native = native::writer::NativeWriter::spawn(
+        &path,
+        max_batch,
+        gate.clone(),
+        checkpointer.clone(),
+    )?;
     let opts = any_options(url)?;
     let mut write_conn = AnyConnection::connect_with(&opts).await?;
     write_conn.execute(PRAGMAS).await?;
@@ -83,7 +99,12 @@ pub async fn connect(url: &str, options: StoreOptions, max_batch: usize) -> Resu
         .await?;
     Ok(SqlStore {
         backend: Backend::Sqlite {
-            writer: super::Writer::spawn(write_conn, max_batch),
+            writer: super::Writer::spawn(
+                write_conn,
+                max_batch,
+                super::writer::Shared { gate, checkpointer },
+            ),
+            native,
         },
         read,
         jobs_ready: Arc::new(Notify::new()),

@@ -8,6 +8,7 @@
 //! caller hears "done" before its write is durable.
 
 use super::super::{Result, StoreError};
+use super::native::{checkpoint::Checkpointer, WriteGate};
 use futures::{future::BoxFuture, FutureExt};
 use sqlx::{AnyConnection, Connection};
 use std::panic::AssertUnwindSafe;
@@ -31,13 +32,20 @@ pub struct Writer {
     tx: mpsc::Sender<Unit>,
 }
 
+/// What the sqlx writer shares with the rusqlite one (`native`): the turn to
+/// write, and the checkpointer to tell after a commit.
+pub struct Shared {
+    pub gate: WriteGate,
+    pub checkpointer: Checkpointer,
+}
+
 impl Writer {
     /// `max_batch` 1 turns group commit off (one COMMIT per unit): only the
     /// ingress benchmark does that, to measure what group commit buys.
-    pub fn spawn(conn: AnyConnection, max_batch: usize) -> Self {
+    pub fn spawn(conn: AnyConnection, max_batch: usize, shared: Shared) -> Self {
         let max_batch = max_batch.max(1);
         let (tx, rx) = mpsc::channel(4 * max_batch);
-        tokio::spawn(run(conn, rx, max_batch));
+        tokio::spawn(run(conn, rx, max_batch, shared));
         Self { tx }
     }
 
@@ -74,10 +82,19 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: AnyConnection, mut rx: mpsc::Receiver<Unit>, max_batch: usize) {
+async fn run(
+    mut conn: AnyConnection,
+    mut rx: mpsc::Receiver<Unit>,
+    max_batch: usize,
+    shared: Shared,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
-        commit_batch(&mut conn, &mut batch).await;
+        {
+            let _turn = shared.gate.lock().await;
+            commit_batch(&mut conn, &mut batch).await;
+        }
+        shared.checkpointer.wrote();
     }
     let _ = conn.close().await;
 }
