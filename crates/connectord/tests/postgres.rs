@@ -255,3 +255,52 @@ async fn an_ingest_chosen_as_deadlock_victim_is_retried_and_acknowledged() {
     assert_eq!(d["outcome"], "accepted");
     app.stop().await;
 }
+
+/// Pushes of two repositories that carry one `full_name` (a repository
+/// deleted and re-created under its name, say) each rename their target to
+/// it. On PostgreSQL both transactions can see no collision; the later one
+/// then meets `connector_target_identity`. It must keep its target's old name
+/// and be acknowledged, as a collision seen in time is, never answer 5xx
+/// (GitHub would not redeliver it). Another session plays the first rename
+/// and holds it uncommitted, so the interleaving is certain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_racing_another_onto_the_same_name_keeps_the_old_name_and_is_acknowledged() {
+    use common::*;
+    use sqlx::Connection;
+    if !backend::select(backend::Backend::Postgres) {
+        return;
+    }
+    let app = spawn_app().await;
+    let connector = app.create_connector(9).await;
+    let mut ids = vec![];
+    for (name, id) in [("org/one", 1), ("org/two", 2)] {
+        let (status, body) = app
+            .post(
+                &format!("/v1/admin/connectors/{connector}/targets"),
+                serde_json::json!({"repositoryFullName": name, "repositoryId": id, "branch": "main"}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let mut other = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("UPDATE connector_target SET repository_full_name = 'org/same' WHERE id = $1")
+        .bind(&ids[0])
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let payload = push_payload(9, 2, "org/same", "main", &sha('1'), &sha('2'));
+    let delivery = app.deliver_json("push", "rename-race-1", &payload);
+    let committer = async {
+        // Let the delivery reach the rename and wait on the other's index entry.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    };
+    let ((status, body), ()) = tokio::join!(delivery, committer);
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    assert_eq!(app.target(&ids[0]).await["repositoryFullName"], "org/same");
+    assert_eq!(app.target(&ids[1]).await["repositoryFullName"], "org/two");
+    let event = body["syncEventIds"][0].as_str().unwrap().to_owned();
+    assert_eq!(app.sync_event(&event).await["headSha"], sha('2'));
+}

@@ -68,6 +68,7 @@ pub async fn replay_delivery(
         Ok(outcome) => Ok(respond(outcome)),
         Err(IngressError::BadRequest(m)) => Err(ApiError::BadRequest(m)),
         Err(IngressError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
+        Err(IngressError::Internal(m)) => Err(ApiError::Internal(anyhow::anyhow!(m))),
     }
 }
 

@@ -7,6 +7,7 @@ use super::envelope::{decode_payload, BodyEncoding, GithubWebhookEnvelope};
 use crate::domain::{DeliveryId, EventName};
 use crate::startup::AppState;
 use crate::store::models::{IngestOutcome, NewDelivery, Outcome};
+use crate::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -30,7 +31,22 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug)]
 pub enum IngressError {
     BadRequest(String),
+    /// The store could not commit: nothing was recorded, a redelivery will do.
     Unavailable(String),
+    /// A bug or a broken invariant (a constraint violation, say): logged with
+    /// its cause and answered 500 without it.
+    Internal(String),
+}
+
+impl From<StoreError> for IngressError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) | StoreError::Contention(_) => {
+                IngressError::Unavailable(e.to_string())
+            }
+            other => IngressError::Internal(format!("{other:#}")),
+        }
+    }
 }
 
 impl IntoResponse for IngressError {
@@ -42,6 +58,14 @@ impl IntoResponse for IngressError {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store unavailable; the delivery was not recorded",
+                )
+                    .into_response()
+            }
+            IngressError::Internal(m) => {
+                tracing::error!(error = %m, "delivery not recorded: internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; the delivery was not recorded",
                 )
                     .into_response()
             }
@@ -150,8 +174,7 @@ pub async fn process(
     let outcome = app
         .store
         .ingest(new, plan)
-        .await
-        .map_err(|e| IngressError::Unavailable(e.to_string()))?;
+        .await?;
     let label = outcome.outcome.as_str();
     metrics::counter!("connectord_webhook_deliveries_total", "event" => envelope.event.as_str().to_owned(), "outcome" => label)
         .increment(1);

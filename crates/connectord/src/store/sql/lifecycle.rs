@@ -239,24 +239,50 @@ pub(super) async fn apply_repository(
 /// A target whose new name would collide with another target of the same
 /// connector, branch and prefix (one added by that name) keeps its old name:
 /// it is matched by repository id anyway, and the delivery must still commit.
+///
+/// On PostgreSQL two transactions can each see no collision and rename two
+/// targets to one name (pushes of two repositories that carry the same
+/// `full_name`, say a deleted and re-created repository): the later one then
+/// fails on `connector_target_identity`. That is the same collision, seen
+/// late, so it gets the same answer: this rename is undone (a savepoint) and
+/// the delivery commits.
 pub(super) async fn rename_targets(
     conn: &mut AnyConnection,
     ids_json: &str,
     full_name: &str,
     now: Millis,
 ) -> Result<()> {
-    sqlx::query(&format!(
+    let d = Dialect::of(conn);
+    let sql = format!(
         "UPDATE connector_target AS t SET repository_full_name = $1, updated_at = $2 \
          WHERE t.id IN ({}) AND t.repository_full_name <> $1 \
          AND NOT EXISTS (SELECT 1 FROM connector_target o WHERE o.id <> t.id AND o.status <> 'removed' \
              AND o.connector_id = t.connector_id AND lower(o.repository_full_name) = lower($1) \
              AND o.branch = t.branch AND o.path_prefix = t.path_prefix)",
-        Dialect::of(conn).json_strings(3)
-    ))
-    .bind(full_name)
-    .bind(now)
-    .bind(ids_json)
-    .execute(&mut *conn)
-    .await?;
+        d.json_strings(3)
+    );
+    let update = sqlx::query(&sql).bind(full_name).bind(now).bind(ids_json);
+    if d == Dialect::Sqlite {
+        // One writer: the NOT EXISTS above sees every committed name.
+        update.execute(&mut *conn).await?;
+        return Ok(());
+    }
+    sqlx::query("SAVEPOINT rename").execute(&mut *conn).await?;
+    match update.execute(&mut *conn).await {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+            tracing::info!(
+                repository = full_name,
+                "a concurrent delivery gave another target this name; keeping the old one"
+            );
+            sqlx::query("ROLLBACK TO SAVEPOINT rename")
+                .execute(&mut *conn)
+                .await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    sqlx::query("RELEASE SAVEPOINT rename")
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
