@@ -3,8 +3,8 @@
 //! record. Handlers do no I/O, so what a delivery *means* is decided here and
 //! tested without a database.
 
-use super::envelope::GithubWebhookEnvelope;
-use crate::domain::Sha;
+use super::envelope::{Fields, GithubWebhookEnvelope};
+use crate::domain::{EventName, Sha};
 use serde_json::Value;
 
 /// What a delivery asks of the store.
@@ -83,6 +83,16 @@ pub struct RepositoryPlan {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
 pub struct BadPayload(pub String);
+
+/// What of the payload [`dispatch`] reads for `event`: the lifecycle handlers
+/// read lists and objects (repositories, permissions, the account); a push,
+/// a ping and every ignored event only the routing fields.
+pub fn fields_for(event: &EventName) -> Fields {
+    match event.as_str() {
+        "installation" | "installation_repositories" | "repository" => Fields::Whole,
+        _ => Fields::Routing,
+    }
+}
 
 /// `githubWebhookIngress()`'s dispatch step.
 pub fn dispatch(env: &GithubWebhookEnvelope) -> Result<Plan, BadPayload> {

@@ -54,8 +54,21 @@ impl BodyEncoding {
     }
 }
 
+/// Which parts of the payload dispatch will read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fields {
+    /// All of it (installation and repository lifecycle events).
+    Whole,
+    /// Only the routing fields (`super::slim`): pushes and every ignored event.
+    Routing,
+}
+
 /// Decodes the (already verified) raw body into the JSON payload.
-pub fn decode_payload(body: &[u8], encoding: BodyEncoding) -> Result<Value, String> {
+pub fn decode_payload(
+    body: &[u8],
+    encoding: BodyEncoding,
+    fields: Fields,
+) -> Result<Value, String> {
     let json_bytes: std::borrow::Cow<[u8]> = match encoding {
         BodyEncoding::Json => body.into(),
         BodyEncoding::Form => {
@@ -66,15 +79,22 @@ pub fn decode_payload(body: &[u8], encoding: BodyEncoding) -> Result<Value, Stri
             payload.into_bytes().into()
         }
     };
-    if json_bytes.is_empty() {
-        return Err("empty body: expected a JSON payload".into());
+    let first = json_bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => return Err("empty body: expected a JSON payload".into()),
+        // Checked before parsing, as the routing parse would read an array's
+        // elements as an object's fields.
+        Some(b'{') => {}
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&json_bytes).is_ok() => {
+            return Err("payload must be a JSON object".into())
+        }
+        Some(_) => {}
     }
-    let value: Value =
-        serde_json::from_slice(&json_bytes).map_err(|e| format!("body is not valid JSON: {e}"))?;
-    if !value.is_object() {
-        return Err("payload must be a JSON object".into());
-    }
-    Ok(value)
+    let parsed = match fields {
+        Fields::Whole => serde_json::from_slice(&json_bytes),
+        Fields::Routing => super::slim::parse(&json_bytes),
+    };
+    parsed.map_err(|e| format!("body is not valid JSON: {e}"))
 }
 
 impl GithubWebhookEnvelope {
@@ -180,24 +200,26 @@ mod tests {
     #[test]
     fn form_bodies_carry_json_in_payload_field() {
         let body = format!("payload={}", "%7B%22zen%22%3A%22hi%22%7D");
-        let v = decode_payload(body.as_bytes(), BodyEncoding::Form).unwrap();
+        let v = decode_payload(body.as_bytes(), BodyEncoding::Form, Fields::Whole).unwrap();
         assert_eq!(v["zen"], "hi");
-        assert!(decode_payload(b"other=1", BodyEncoding::Form)
-            .unwrap_err()
-            .contains("payload"));
+        assert!(
+            decode_payload(b"other=1", BodyEncoding::Form, Fields::Whole)
+                .unwrap_err()
+                .contains("payload")
+        );
     }
 
     #[test]
     fn bad_json_is_reported() {
-        assert!(decode_payload(b"", BodyEncoding::Json)
-            .unwrap_err()
-            .contains("empty"));
-        assert!(decode_payload(b"{nope", BodyEncoding::Json)
-            .unwrap_err()
-            .contains("not valid JSON"));
-        assert!(decode_payload(b"[1]", BodyEncoding::Json)
-            .unwrap_err()
-            .contains("object"));
+        for fields in [Fields::Whole, Fields::Routing] {
+            let decode = |body: &[u8]| decode_payload(body, BodyEncoding::Json, fields);
+            assert!(decode(b"").unwrap_err().contains("empty"));
+            assert!(decode(b"  \n").unwrap_err().contains("empty"));
+            assert!(decode(b"{nope").unwrap_err().contains("not valid JSON"));
+            assert!(decode(b"[1]").unwrap_err().contains("object"));
+            assert!(decode(b" 5").unwrap_err().contains("object"));
+            assert!(decode(b"[1").unwrap_err().contains("not valid JSON"));
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! then) parsing, dispatch and one durable write. Errors answer plain text,
 //! as GitHub shows it in the delivery log.
 
-use super::dispatch::dispatch;
+use super::dispatch::{dispatch, fields_for};
 use super::envelope::{decode_payload, BodyEncoding, GithubWebhookEnvelope};
 use crate::domain::{DeliveryId, EventName};
 use crate::startup::AppState;
@@ -153,7 +153,8 @@ pub async fn process(
         .ok_or_else(|| IngressError::BadRequest("missing X-GitHub-Delivery header".into()))?;
     let delivery_id = DeliveryId::parse(delivery_id).map_err(|e| IngressError::BadRequest(e.0))?;
     let encoding = BodyEncoding::from_content_type(d.content_type);
-    let payload = decode_payload(&d.body, encoding).map_err(IngressError::BadRequest)?;
+    let payload =
+        decode_payload(&d.body, encoding, fields_for(&event)).map_err(IngressError::BadRequest)?;
     let envelope = GithubWebhookEnvelope::new(delivery_id, event, payload);
     let plan = dispatch(&envelope).map_err(|e| IngressError::BadRequest(e.0))?;
     let new = NewDelivery {
@@ -168,13 +169,10 @@ pub async fn process(
         hook_id: d.hook_id,
         hook_installation_target_id: d.hook_installation_target_id,
         content_type: encoding.as_str().to_owned(),
-        body: d.body.to_vec(),
+        body: d.body,
         replay_of: d.replay_of,
     };
-    let outcome = app
-        .store
-        .ingest(new, plan)
-        .await?;
+    let outcome = app.store.ingest(new, plan).await?;
     let label = outcome.outcome.as_str();
     metrics::counter!("connectord_webhook_deliveries_total", "event" => envelope.event.as_str().to_owned(), "outcome" => label)
         .increment(1);

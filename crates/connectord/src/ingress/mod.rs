@@ -4,5 +4,6 @@ pub mod dispatch;
 pub mod envelope;
 pub mod handler;
 pub mod signature;
+mod slim;
 
 pub use handler::router;

@@ -179,7 +179,8 @@ pub struct NewDelivery {
     pub hook_id: Option<String>,
     pub hook_installation_target_id: Option<String>,
     pub content_type: String,
-    pub body: Vec<u8>,
+    /// The raw body as received (shared, not copied, on its way to the store).
+    pub body: bytes::Bytes,
     pub replay_of: Option<String>,
 }
 

@@ -146,7 +146,7 @@ pub async fn ingest(
     };
     let enqueued = applied.outcome == Outcome::Accepted && !applied.sync_event_ids.is_empty();
     // Only accepted deliveries keep their body (for inspection and replay).
-    let body = (applied.outcome == Outcome::Accepted).then_some(d.body);
+    let body = (applied.outcome == Outcome::Accepted).then(|| d.body.to_vec());
     sqlx::query(
         "UPDATE webhook_delivery SET outcome = $1, reason = $2, sync_event_ids = $3, body = $4 WHERE delivery_id = $5",
     )

@@ -127,8 +127,10 @@ impl Store for SqlStore {
 
     async fn ingest(&self, delivery: NewDelivery, plan: Plan) -> Result<IngestOutcome> {
         let max = self.options.max_attempts;
-        let (outcome, enqueued): (IngestOutcome, bool) = if let Backend::Sqlite { native: fast, .. } =
-            &self.backend
+        let (outcome, enqueued): (IngestOutcome, bool) = if let Backend::Sqlite {
+            native: fast,
+            ..
+        } = &self.backend
         {
             if native::ingest::handles(&delivery, &plan) {
                 fast.write(move |c| native::ingest::ingest(c, delivery, plan, max))

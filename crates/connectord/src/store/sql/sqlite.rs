@@ -18,7 +18,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// Set on every connection: the `Any` driver opens SQLite from the URL alone.
 /// Checkpoints are the checkpointer thread's (`native::checkpoint`).
 const PRAGMAS: &str = "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; \
-     PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;";
+     PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;";
 
 fn native_options(url: &str) -> Result<SqliteConnectOptions> {
     let opts = SqliteConnectOptions::from_str(url)
@@ -76,13 +76,9 @@ pub async fn connect(url: &str, options: StoreOptions, max_batch: usize) -> Resu
     }
     migrate(url).await?;
     let gate = native::gate();
-    let checkpointer = native::checkpoint::Checkpointer::spawn(&path)?;
-    let native = native::writer::NativeWriter::spawn(
-        &path,
-        max_batch,
-        gate.clone(),
-        checkpointer.clone(),
-    )?;
+    let checkpointer = native::checkpoint::Checkpointer::spawn(&path, gate.clone())?;
+    let native =
+        native::writer::NativeWriter::spawn(&path, max_batch, gate.clone(), checkpointer.clone())?;
     let opts = any_options(url)?;
     let mut write_conn = AnyConnection::connect_with(&opts).await?;
     write_conn.execute(PRAGMAS).await?;

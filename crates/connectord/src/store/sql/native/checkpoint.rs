@@ -4,8 +4,17 @@
 //! next batch waits. Here a thread of its own runs `PRAGMA
 //! wal_checkpoint(PASSIVE)` (which never blocks readers or writers) shortly
 //! after writes, at most every [`EVERY`].
+//!
+//! A checkpoint that runs beside a busy writer never quite catches up, and
+//! SQLite starts the WAL over only after a complete one: the file would grow
+//! for as long as the load lasts (seen in a profile as the kernel zeroing new
+//! blocks for the writer's appends). So once the WAL holds [`RESTART_FRAMES`],
+//! the checkpointer takes the writers' gate for a moment and copies the last
+//! frames (those written since its previous pass, a small part of the WAL);
+//! the next write then starts the WAL from its beginning again.
 
 use super::writer::open;
+use super::WriteGate;
 use crate::store::Result;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -14,6 +23,10 @@ use std::time::Duration;
 /// Writes within this time share one checkpoint.
 const EVERY: Duration = Duration::from_millis(100);
 
+/// WAL frames (pages) past which a checkpoint completes under the gate, so
+/// the WAL starts over: 16 MiB at SQLite's 4 KiB pages.
+const RESTART_FRAMES: i64 = 4096;
+
 /// Held by both SQLite writers; dropping the last one ends the thread.
 #[derive(Clone)]
 pub struct Checkpointer {
@@ -21,12 +34,12 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub fn spawn(path: &Path) -> Result<Self> {
+    pub fn spawn(path: &Path, gate: WriteGate) -> Result<Self> {
         let conn = open(path)?;
         let (tx, rx) = sync_channel(1);
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, gate))
             .map_err(|e| crate::store::StoreError::Internal(e.into()))?;
         Ok(Self { tx })
     }
@@ -39,20 +52,30 @@ impl Checkpointer {
     }
 }
 
-fn run(conn: rusqlite::Connection, rx: Receiver<()>) {
+/// `(frames in the WAL, frames copied into the database)`.
+fn checkpoint(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+}
+
+fn run(conn: rusqlite::Connection, rx: Receiver<()>, gate: WriteGate) {
     while rx.recv().is_ok() {
         std::thread::sleep(EVERY);
         // Writes during the pause are covered by this checkpoint.
         while rx.try_recv().is_ok() {}
-        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        });
-        match done {
-            Ok((_, wal, copied)) => tracing::trace!(wal, copied, "checkpoint"),
+        match checkpoint(&conn) {
+            Ok((wal, copied)) if wal >= RESTART_FRAMES && copied < wal => {
+                let _turn = gate.blocking_lock();
+                if let Err(e) = checkpoint(&conn) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
         }
     }
-    // The last write's frames: copy them now rather than leave them to the
+    // The last writes' frames: copy them now rather than leave them to the
     // next start.
-    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    let _ = checkpoint(&conn);
 }

@@ -61,10 +61,9 @@ impl NativeWriter {
         let value = done
             .await
             .map_err(|_| StoreError::Unavailable("the SQLite writer stopped mid-write".into()))??;
-        value
-            .downcast::<T>()
-            .map(|v| *v)
-            .map_err(|_| StoreError::Internal(anyhow::anyhow!("a write unit returned another type")))
+        value.downcast::<T>().map(|v| *v).map_err(|_| {
+            StoreError::Internal(anyhow::anyhow!("a write unit returned another type"))
+        })
     }
 }
 
@@ -116,8 +115,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Unit>) {
         return;
     }
     // Values of units whose work succeeded wait for the COMMIT.
-    let mut pending: Vec<(oneshot::Sender<Result<Value>>, Value)> =
-        Vec::with_capacity(batch.len());
+    let mut pending: Vec<(oneshot::Sender<Result<Value>>, Value)> = Vec::with_capacity(batch.len());
     let mut broken: Option<String> = None;
     for unit in batch.drain(..) {
         if let Some(why) = &broken {
