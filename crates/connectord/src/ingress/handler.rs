@@ -176,7 +176,10 @@ pub async fn process(
     let label = outcome.outcome.as_str();
     metrics::counter!("connectord_webhook_deliveries_total", "event" => envelope.event.as_str().to_owned(), "outcome" => label)
         .increment(1);
-    tracing::info!(delivery = %envelope.delivery_id, event = envelope.event.as_str(), action = ?envelope.action,
+    // At debug, not info: every delivery is in the store with more than this
+    // line holds (`connectord deliveries list`), and a line per request is a
+    // real cost at thousands of deliveries a second.
+    tracing::debug!(delivery = %envelope.delivery_id, event = envelope.event.as_str(), action = ?envelope.action,
         outcome = label, reason = ?outcome.reason, sync_events = outcome.sync_event_ids.len(), "delivery recorded");
     Ok(outcome)
 }
