@@ -1,8 +1,8 @@
 //! Settings for `connectord serve`: every one a flag and an environment variable.
 
 use crate::github::GithubAppConfig;
-use crate::queue::{LeasePolicy, RetryPolicy};
 use crate::secrets::{self, Source};
+use crate::sync::policy::{LeasePolicy, RetryPolicy};
 use crate::sync::worker::WorkerSettings;
 use anyhow::Context;
 use clap::Args;

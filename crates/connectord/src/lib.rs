@@ -12,7 +12,6 @@ pub mod domain;
 pub mod error;
 pub mod github;
 pub mod ingress;
-pub mod queue;
 pub mod secrets;
 pub mod shutdown;
 pub mod startup;

@@ -3,8 +3,8 @@ mod common;
 use common::*;
 
 use async_trait::async_trait;
-use connectord::queue::LeasePolicy;
 use connectord::store::models::{now_ms, ClaimedJob, SyncResult};
+use connectord::sync::policy::LeasePolicy;
 use connectord::sync::{ReconcileError, Reconciler};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

@@ -2,6 +2,7 @@
 //! target to a head SHA. The GitHub reconciler comes with the sync issue;
 //! until one is configured, workers do not run (jobs stay queued).
 
+pub mod policy;
 pub mod worker;
 
 use crate::store::models::{ClaimedJob, SyncResult};

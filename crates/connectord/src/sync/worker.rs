@@ -3,9 +3,9 @@
 //! backoff or fail for good. A rescuer returns jobs whose lease expired.
 
 use super::{ReconcileError, Reconciler};
-use crate::queue::{LeasePolicy, RetryPolicy};
 use crate::store::models::{now_ms, ClaimedJob, FailureHealth};
 use crate::store::Store;
+use crate::sync::policy::{LeasePolicy, RetryPolicy};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;

@@ -1,4 +1,4 @@
-//! Queue policy: how long leases last and when a failed job runs again. The
+//! Job policy: how long leases last and when a failed job runs again. The
 //! job table itself lives in the store (see `store::sql::queue`).
 
 use rand::Rng;
