@@ -188,20 +188,29 @@ async fn apply_push(conn: &mut AnyConnection, ctx: &Ctx<'_>, p: &PushPlan) -> Re
     if targets.is_empty() {
         return Ok(Applied::ignored("untracked_repository"));
     }
-    // Learn the stable id of targets added by name, and follow renames we missed.
+    // Learn the stable id of targets added by name, and follow renames we
+    // missed; the rows are locked and read, so each statement runs only
+    // when it would change something.
     let ids = serde_json::to_string(&targets.iter().map(|t| &t.id).collect::<Vec<_>>())
         .unwrap_or_default();
-    sqlx::query(&format!(
-        "UPDATE connector_target SET repository_id = $1, updated_at = $2 \
-         WHERE id IN ({}) AND repository_id IS NULL",
-        Dialect::of(conn).json_strings(3)
-    ))
-    .bind(p.repository_id)
-    .bind(ctx.now)
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
-    lifecycle::rename_targets(conn, &ids, &p.repository_full_name, ctx.now).await?;
+    if targets.iter().any(|t| t.repository_id.is_none()) {
+        sqlx::query(&format!(
+            "UPDATE connector_target SET repository_id = $1, updated_at = $2 \
+             WHERE id IN ({}) AND repository_id IS NULL",
+            Dialect::of(conn).json_strings(3)
+        ))
+        .bind(p.repository_id)
+        .bind(ctx.now)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if targets
+        .iter()
+        .any(|t| t.repository_full_name != p.repository_full_name)
+    {
+        lifecycle::rename_targets(conn, &ids, &p.repository_full_name, ctx.now).await?;
+    }
 
     let on_branch: Vec<&TargetRef> = targets.iter().filter(|t| t.branch == p.branch).collect();
     if on_branch.is_empty() {

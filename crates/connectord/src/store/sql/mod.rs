@@ -108,6 +108,24 @@ impl SqlStore {
     }
 }
 
+/// A PostgreSQL ingest whose NOTIFY goes out with its COMMIT (PostgreSQL
+/// delivers it then), saving a round trip of its own after it.
+fn ingest_notifying(
+    c: &mut AnyConnection,
+    d: NewDelivery,
+    p: Plan,
+    max: i64,
+) -> futures::future::BoxFuture<'_, Result<(IngestOutcome, bool)>> {
+    async move {
+        let (outcome, enqueued) = ingest::ingest(c, d, p, max).await?;
+        if enqueued || outcome.outcome == Outcome::Accepted {
+            postgres::notify_in(c).await?;
+        }
+        Ok((outcome, enqueued))
+    }
+    .boxed()
+}
+
 /// Times one delivery's transaction is run when PostgreSQL aborts it for a concurrent one.
 const INGEST_TRIES: usize = 3;
 
@@ -147,10 +165,7 @@ impl Store for SqlStore {
             let mut tries = 1;
             loop {
                 let (d, p) = (delivery.clone(), plan.clone());
-                match self
-                    .write(move |c| ingest::ingest(c, d, p, max).boxed())
-                    .await
-                {
+                match self.write(move |c| ingest_notifying(c, d, p, max)).await {
                     Err(StoreError::Contention(why)) if tries < INGEST_TRIES => {
                         tracing::warn!(error = %why, tries, "ingest lost to a concurrent transaction; running it again");
                         tries += 1;
@@ -161,9 +176,10 @@ impl Store for SqlStore {
                 }
             }
         };
-        // Enqueues wake workers; so does an unsuspend, whose held jobs become runnable.
+        // Enqueues wake workers; so does an unsuspend, whose held jobs become
+        // runnable. PostgreSQL's other processes heard it with the commit.
         if enqueued || outcome.outcome == Outcome::Accepted {
-            self.wake().await;
+            self.jobs_ready.notify_one();
         }
         Ok(outcome)
     }

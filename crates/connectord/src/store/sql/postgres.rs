@@ -117,3 +117,14 @@ impl Pg {
         }
     }
 }
+
+/// Wakes the workers of every process when the transaction on `conn`
+/// commits (PostgreSQL holds notifications until then, and folds equal
+/// ones of one transaction into one).
+pub(super) async fn notify_in(conn: &mut AnyConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
