@@ -166,9 +166,27 @@ fn machine_busy_ticks() -> Option<u64> {
 }
 
 /// utime + stime of this process (`/proc/self/stat`, fields 14 and 15).
-fn process_ticks() -> Option<u64> {
+pub fn process_ticks() -> Option<u64> {
     let (_, times) = stat_times(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
     Some(times[0] + times[1])
+}
+
+/// utime + stime of process `pid`, all its threads (not its children).
+pub fn pid_ticks(pid: u32) -> Option<u64> {
+    let (_, times) = stat_times(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    Some(times[0] + times[1])
+}
+
+/// Seconds of CPU in `ticks` clock ticks.
+pub fn ticks_to_secs(ticks: u64) -> f64 {
+    ticks as f64 / TICKS
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The command name and utime, stime, cutime, cstime (fields 2, 14-17) of a
@@ -185,7 +203,7 @@ fn stat_times(stat: &str) -> Option<(&str, [u64; 4])> {
 /// CPU of every `postgres` process on this host, including backends that
 /// already exited (the postmaster's children times). Ends up a little high
 /// when a backend that was already running at the start exits meanwhile.
-fn postgres_ticks() -> Option<u64> {
+pub fn postgres_ticks() -> Option<u64> {
     let mut total = 0;
     let mut seen = false;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
