@@ -255,7 +255,6 @@ async fn main() -> anyhow::Result<()> {
         args.runs = 1;
         args.concurrency = vec![4];
         args.settle = 0.2;
-        args.max_rate = 20_000;
     }
     if args.runs == 0 || args.concurrency.contains(&0) {
         bail!("--runs and every --concurrency must be at least 1");

@@ -84,6 +84,9 @@ struct Args {
     fixtures: PathBuf,
 }
 
+/// How long a request waits for its answer (GitHub's own limit).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One request, ready to send but for the body copy.
 struct Prepared {
     after: [u8; 40],
@@ -353,18 +356,17 @@ async fn connection(plan: Arc<Plan>) -> ConnStats {
                 .header("x-hub-signature-256", p.signature.clone())
                 .body(Full::new(Bytes::copy_from_slice(&body)))
                 .expect("a valid request");
-            let answered = match sender.send_request(request).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    response
-                        .into_body()
-                        .collect()
-                        .await
-                        .is_ok()
-                        .then_some(status)
-                }
-                Err(_) => None,
+            let exchange = async {
+                let response = sender.send_request(request).await.ok()?;
+                let status = response.status().as_u16();
+                response.into_body().collect().await.ok()?;
+                Some(status)
             };
+            // GitHub gives up on a delivery after 10 s; so does this client.
+            let answered = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+                .await
+                .ok()
+                .flatten();
             let Some(status) = answered else {
                 stats.transport_errors += 1;
                 driver.abort();

@@ -22,7 +22,8 @@ pub struct LoadReport {
     /// Answers by status over the whole run (warm-up, window, and the
     /// requests in flight when the window closed), as "202", "401", ...
     pub statuses: BTreeMap<String, u64>,
-    /// Requests that got no HTTP answer (connection refused, reset, closed).
+    /// Requests that got no HTTP answer (connection refused, reset or
+    /// closed, or no answer within 10 s).
     pub transport_errors: u64,
     /// Every `X-GitHub-Delivery` answered 202, over the whole run.
     pub accepted_ids: Vec<String>,

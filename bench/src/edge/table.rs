@@ -174,15 +174,21 @@ pub fn table(results: &[RunResult]) -> String {
     out
 }
 
-/// `a / b`, one ratio per round in which both servers ran.
-fn ratio(results: &[RunResult], a: Kind, b: Kind, c: usize) -> Option<Vec<f64>> {
+/// `f(a) / f(b)`, one ratio per round in which both servers ran.
+fn ratio(
+    results: &[RunResult],
+    a: Kind,
+    b: Kind,
+    c: usize,
+    f: impl Fn(&LoadReport) -> Option<f64>,
+) -> Option<Vec<f64>> {
     let (ra, rb) = (runs(results, a, c), runs(results, b, c));
     let v: Vec<f64> = ra
         .iter()
         .filter_map(|x| {
             let y = rb.iter().find(|y| y.round == x.round)?;
-            (y.report.requests_per_sec > 0.0)
-                .then(|| x.report.requests_per_sec / y.report.requests_per_sec)
+            let (fx, fy) = (f(&x.report)?, f(&y.report)?);
+            (fy > 0.0).then(|| fx / fy)
         })
         .collect();
     (!v.is_empty()).then_some(v)
@@ -201,22 +207,30 @@ fn times(v: &[f64]) -> String {
         .join(" / ")
 }
 
-/// Requests/s ratios, round by round, with the issue's goals next to them.
+/// Requests/s ratios (and the bad signature's CPU against the limit's),
+/// round by round, with the issue's goals next to them.
 pub fn ratios(results: &[RunResult]) -> String {
     let mut out = String::from(
-        "| connections | SQLite / limit (goal ≥ 0.60×) | SQLite / octokit (goal ≥ 1.5×) | PostgreSQL / limit (goal ≥ 0.40×) | PostgreSQL / octokit | octokit / limit |\n\
-         |---|---|---|---|---|---|\n",
+        "| connections | SQLite / limit (goal ≥ 0.60×) | SQLite / octokit (goal ≥ 1.5×) | PostgreSQL / limit (goal ≥ 0.40×) | PostgreSQL / octokit | octokit / limit | CPU of a bad signature / the limit's 202 (goal ≤ 1×) |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for c in concurrencies(results) {
-        let cell = |a, b| ratio(results, a, b, c).map_or("n/a".into(), |v| times(&v));
+        let rps = |a, b| {
+            ratio(results, a, b, c, |r| Some(r.requests_per_sec))
+                .map_or("n/a".into(), |v| times(&v))
+        };
+        let cpu = ratio(results, Kind::BadSignature, Kind::Limit, c, |r| {
+            r.server_cpu_per_1k()
+        })
+        .map_or("n/a".into(), |v| times(&v));
         let _ = writeln!(
             out,
-            "| {c} | {} | {} | {} | {} | {} |",
-            cell(Kind::Sqlite, Kind::Limit),
-            cell(Kind::Sqlite, Kind::Octokit),
-            cell(Kind::Postgres, Kind::Limit),
-            cell(Kind::Postgres, Kind::Octokit),
-            cell(Kind::Octokit, Kind::Limit),
+            "| {c} | {} | {} | {} | {} | {} | {cpu} |",
+            rps(Kind::Sqlite, Kind::Limit),
+            rps(Kind::Sqlite, Kind::Octokit),
+            rps(Kind::Postgres, Kind::Limit),
+            rps(Kind::Postgres, Kind::Octokit),
+            rps(Kind::Octokit, Kind::Limit),
         );
     }
     out
