@@ -183,8 +183,8 @@ impl Bench {
         for at in &load.rss_at {
             cmd.arg("--rss-at").arg(at.to_string());
         }
-        if server.kind == Kind::Postgres {
-            cmd.arg("--postgres-cpu");
+        if let Some(edge::servers::Store::Postgres { name, .. }) = &server.store {
+            cmd.arg("--postgres-db").arg(name);
         }
         if server.kind == Kind::BadSignature {
             cmd.arg("--bad-signature");

@@ -67,9 +67,10 @@ struct Args {
     /// Processes whose CPU time (utime + stime) counts as the server's.
     #[arg(long)]
     server_pid: Vec<u32>,
-    /// Also count the CPU time of every `postgres` process on this host.
+    /// Also count the CPU time of the PostgreSQL processes working for this
+    /// database (its backends and the server's background processes).
     #[arg(long)]
-    postgres_cpu: bool,
+    postgres_db: Option<String>,
     /// Record the first server pid's resident size this many seconds into the window (repeatable).
     #[arg(long)]
     rss_at: Vec<f64>,
@@ -164,7 +165,7 @@ fn main() -> anyhow::Result<()> {
         let cpu = tokio::spawn(sample_cpu(
             plan.clone(),
             args.server_pid.clone(),
-            args.postgres_cpu,
+            args.postgres_db.clone(),
         ));
         let rss = tokio::spawn(sample_rss(
             plan.clone(),
@@ -185,7 +186,7 @@ fn main() -> anyhow::Result<()> {
             all.transport_errors += s.transport_errors;
             all.accepted.extend(s.accepted);
         }
-        let (server_cpu, postgres_cpu, load_cpu) = cpu.await?;
+        let cpu = cpu.await?;
         let (rss_kib, rss_end_kib) = rss.await?;
         all.window.sort();
         let window_secs = args.duration;
@@ -217,9 +218,10 @@ fn main() -> anyhow::Result<()> {
                         .to_owned()
                 })
                 .collect(),
-            server_cpu_secs: server_cpu,
-            postgres_cpu_secs: postgres_cpu,
-            load_cpu_secs: load_cpu,
+            server_cpu_secs: cpu.server,
+            postgres_cpu_secs: cpu.postgres,
+            load_cpu_secs: cpu.load,
+            machine_cpu_secs: cpu.machine,
             rss_kib,
             rss_end_kib,
             exhausted: plan.exhausted.load(Ordering::Relaxed),
@@ -385,35 +387,42 @@ async fn connection(plan: Arc<Plan>) -> ConnStats {
     stats
 }
 
-/// CPU seconds over the window: the server pids, PostgreSQL, this process.
-async fn sample_cpu(
-    plan: Arc<Plan>,
-    pids: Vec<u32>,
-    postgres: bool,
-) -> (Option<f64>, Option<f64>, Option<f64>) {
+/// CPU seconds over the window.
+struct CpuWindow {
+    server: Option<f64>,
+    postgres: Option<f64>,
+    load: Option<f64>,
+    /// Every core of the machine (whatever ran).
+    machine: Option<f64>,
+}
+
+/// CPU over the window: the server pids, PostgreSQL, this process, the machine.
+async fn sample_cpu(plan: Arc<Plan>, pids: Vec<u32>, postgres: Option<String>) -> CpuWindow {
     let sample = || {
         let server: Option<u64> = if pids.is_empty() {
             None
         } else {
             pids.iter().map(|&p| common::pid_ticks(p)).sum()
         };
-        let pg = if postgres {
-            common::postgres_ticks()
-        } else {
-            None
-        };
-        (server, pg, common::process_ticks())
+        let pg = postgres.as_deref().and_then(common::postgres_ticks_for);
+        [
+            server,
+            pg,
+            common::process_ticks(),
+            common::machine_busy_ticks(),
+        ]
     };
     tokio::time::sleep_until(plan.measure_from).await;
     let before = sample();
     tokio::time::sleep_until(plan.end).await;
     let after = sample();
-    let secs = |a: Option<u64>, b: Option<u64>| Some(common::ticks_to_secs(b?.saturating_sub(a?)));
-    (
-        secs(before.0, after.0),
-        secs(before.1, after.1),
-        secs(before.2, after.2),
-    )
+    let secs = |i: usize| Some(common::ticks_to_secs(after[i]?.saturating_sub(before[i]?)));
+    CpuWindow {
+        server: secs(0),
+        postgres: secs(1),
+        load: secs(2),
+        machine: secs(3),
+    }
 }
 
 /// The server's resident size at the given seconds into the window, and at its end.

@@ -32,6 +32,9 @@ pub struct LoadReport {
     pub server_cpu_secs: Option<f64>,
     pub postgres_cpu_secs: Option<f64>,
     pub load_cpu_secs: Option<f64>,
+    /// Busy CPU seconds of the whole machine over the window (kernel tick
+    /// accounting, so only roughly comparable with the figures above).
+    pub machine_cpu_secs: Option<f64>,
     /// The first server pid's resident size: (seconds into the window, KiB).
     pub rss_kib: Vec<(f64, u64)>,
     /// Resident size at the end of the window, KiB.
@@ -60,6 +63,14 @@ impl LoadReport {
     pub fn server_cpu_per_1k(&self) -> Option<f64> {
         let cpu = self.server_cpu_secs? + self.postgres_cpu_secs.unwrap_or(0.0);
         (self.requests > 0).then(|| cpu * 1000.0 / self.requests as f64)
+    }
+
+    /// Cores' worth of CPU used during the window by anything but the
+    /// server, PostgreSQL and the load generator: other work on the machine.
+    pub fn other_cores(&self) -> Option<f64> {
+        let ours =
+            self.server_cpu_secs? + self.postgres_cpu_secs.unwrap_or(0.0) + self.load_cpu_secs?;
+        Some(((self.machine_cpu_secs? - ours) / self.window_secs).max(0.0))
     }
 
     pub fn load_cpu_per_1k(&self) -> Option<f64> {

@@ -128,8 +128,8 @@ fn durable(kind: Kind, runs: &[&RunResult]) -> String {
 pub fn table(results: &[RunResult]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| server | connections | requests/s | p50 | p99 | max | non-2xx | server CPU s per 1k requests | load generator CPU s per 1k | server RSS at end | durable check |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | connections | requests/s | p50 | p99 | max | non-2xx | server CPU s per 1k requests | load generator CPU s per 1k | server RSS at end | other load during the run (cores) | durable check |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in concurrencies(results) {
         for kind in [
@@ -156,7 +156,7 @@ pub fn table(results: &[RunResult]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {label} | {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {label} | {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 rps.join(" / "),
                 span(&col(&|r| Some(r.p50_ms)), millis) + " ms",
                 span(&col(&|r| Some(r.p99_ms)), millis) + " ms",
@@ -167,6 +167,7 @@ pub fn table(results: &[RunResult]) -> String {
                 span(&col(&|r| r.rss_end_kib.map(|k| k as f64 / 1024.0)), |x| {
                     format!("{x:.0}")
                 }) + " MiB",
+                span(&col(&|r| r.other_cores()), |x| format!("{x:.2}")),
                 durable(kind, &rs),
             );
         }
