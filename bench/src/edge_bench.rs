@@ -125,6 +125,7 @@ impl Bench {
         let mut server = Server::start(kind, &self.tools).await?;
         let measured = self.measure(&mut server, load).await;
         let stopped = server.stop().await;
+        let log_bytes = server.log_bytes();
         let check = match (&measured, &server.store) {
             (Ok(report), Some(store)) => {
                 Some(edge::durable::check(store, &report.accepted_ids).await)
@@ -149,6 +150,7 @@ impl Bench {
             round,
             report,
             check,
+            log_bytes,
         })
     }
 

@@ -204,6 +204,15 @@ impl Server {
         Ok(())
     }
 
+    /// Bytes the server wrote to stdout and stderr so far.
+    pub fn log_bytes(&self) -> Option<u64> {
+        Some(
+            std::fs::metadata(self.dir.path().join("server.log"))
+                .ok()?
+                .len(),
+        )
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

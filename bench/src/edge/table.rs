@@ -15,6 +15,8 @@ pub struct RunResult {
     pub round: usize,
     pub report: LoadReport,
     pub check: Option<Check>,
+    /// What the server wrote to stdout and stderr over the whole run.
+    pub log_bytes: Option<u64>,
 }
 
 /// Runs of one server at one concurrency, in round order.
@@ -241,8 +243,8 @@ pub fn ratios(results: &[RunResult]) -> String {
 /// process, PostgreSQL's processes, and the load generator.
 pub fn cpu_per_request(results: &[RunResult]) -> String {
     let mut out = String::from(
-        "| server | connections | server µs/request | of which PostgreSQL | load generator µs/request |\n\
-         |---|---|---|---|---|\n",
+        "| server | connections | server µs/request | of which PostgreSQL | load generator µs/request | server log bytes/request |\n\
+         |---|---|---|---|---|---|\n",
     );
     for c in concurrencies(results) {
         for kind in [
@@ -254,6 +256,7 @@ pub fn cpu_per_request(results: &[RunResult]) -> String {
         ] {
             let rs = runs(results, kind, c);
             let (mut server, mut pg, mut load, mut n) = (0.0, 0.0, 0.0, 0.0);
+            let (mut log, mut answered) = (0u64, 0u64);
             for r in &rs {
                 let req = r.report.requests as f64;
                 if req == 0.0 {
@@ -266,6 +269,8 @@ pub fn cpu_per_request(results: &[RunResult]) -> String {
                 pg += r.report.postgres_cpu_secs.unwrap_or(0.0) * 1e6 / req;
                 load += r.report.load_cpu_secs.unwrap_or(0.0) * 1e6 / req;
                 n += 1.0;
+                log += r.log_bytes.unwrap_or(0);
+                answered += r.report.answered();
             }
             if n == 0.0 {
                 continue;
@@ -275,9 +280,14 @@ pub fn cpu_per_request(results: &[RunResult]) -> String {
             } else {
                 "—".into()
             };
+            let log = if answered > 0 {
+                format!("{:.0}", log as f64 / answered as f64)
+            } else {
+                "n/a".into()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {c} | {:.0} | {pg} | {:.0} |",
+                "| {} | {c} | {:.0} | {pg} | {:.0} | {log} |",
                 kind.label(),
                 server / n,
                 load / n
