@@ -153,7 +153,7 @@ impl Cpu {
 
 /// Non-idle ticks of all CPUs (`/proc/stat`, first line: user nice system
 /// idle iowait irq softirq steal ...; idle and iowait are not busy).
-fn machine_busy_ticks() -> Option<u64> {
+pub fn machine_busy_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?;
     let v: Vec<u64> = line
@@ -166,9 +166,27 @@ fn machine_busy_ticks() -> Option<u64> {
 }
 
 /// utime + stime of this process (`/proc/self/stat`, fields 14 and 15).
-fn process_ticks() -> Option<u64> {
+pub fn process_ticks() -> Option<u64> {
     let (_, times) = stat_times(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
     Some(times[0] + times[1])
+}
+
+/// utime + stime of process `pid`, all its threads (not its children).
+pub fn pid_ticks(pid: u32) -> Option<u64> {
+    let (_, times) = stat_times(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    Some(times[0] + times[1])
+}
+
+/// Seconds of CPU in `ticks` clock ticks.
+pub fn ticks_to_secs(ticks: u64) -> f64 {
+    ticks as f64 / TICKS
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The command name and utime, stime, cutime, cstime (fields 2, 14-17) of a
@@ -185,7 +203,7 @@ fn stat_times(stat: &str) -> Option<(&str, [u64; 4])> {
 /// CPU of every `postgres` process on this host, including backends that
 /// already exited (the postmaster's children times). Ends up a little high
 /// when a backend that was already running at the start exits meanwhile.
-fn postgres_ticks() -> Option<u64> {
+pub fn postgres_ticks() -> Option<u64> {
     let mut total = 0;
     let mut seen = false;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -198,6 +216,60 @@ fn postgres_ticks() -> Option<u64> {
         }
     }
     seen.then_some(total)
+}
+
+/// PostgreSQL's background processes, which work for every database.
+const POSTGRES_SHARED: [&str; 7] = [
+    "checkpointer",
+    "background writer",
+    "walwriter",
+    "autovacuum launcher",
+    "logical replication launcher",
+    "archiver",
+    "stats collector",
+];
+
+/// utime + stime of the PostgreSQL processes working for database `db`: its
+/// backends (process title `postgres: [CLUSTER: ]USER DB HOST ...`), its autovacuum
+/// workers, and the server's shared background processes. Backends of other
+/// databases, and the postmaster's children that already exited, are left
+/// out: on a shared host they are someone else's load.
+pub fn postgres_ticks_for(db: &str) -> Option<u64> {
+    let mut total = 0;
+    let mut seen = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(("postgres", times)) = stat_times(&stat) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if postgres_title_is_for(&String::from_utf8_lossy(&cmdline).replace('\0', " "), db) {
+            seen = true;
+            total += times[0] + times[1];
+        }
+    }
+    seen.then_some(total)
+}
+
+/// Whether a PostgreSQL process title belongs to database `db` or to the
+/// server's shared background work.
+fn postgres_title_is_for(title: &str, db: &str) -> bool {
+    let Some(rest) = title.trim().strip_prefix("postgres: ") else {
+        return false; // the postmaster
+    };
+    // With `cluster_name` set (Debian does) the title starts with it: `15/main: `.
+    let rest = match rest.split_once(": ") {
+        Some((cluster, tail)) if !cluster.contains(' ') => tail,
+        _ => rest,
+    };
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    POSTGRES_SHARED.iter().any(|p| rest.starts_with(p))
+        || words.get(1) == Some(&db)
+        || (rest.starts_with("autovacuum worker") && words.contains(&db))
 }
 
 /// Cores' worth of CPU the machine used over one second before a run,
@@ -230,5 +302,34 @@ pub fn settings(url: &str, role: Role) -> Settings {
         history_retention: Duration::from_secs(30 * 86_400),
         delivery_body_retention: Duration::from_secs(86_400),
         github: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres_title_is_for as ours;
+
+    #[test]
+    fn postgres_processes_are_told_apart_by_database() {
+        let db = "edge_1_ab";
+        assert!(ours(
+            "postgres: 15/main: postgres edge_1_ab 127.0.0.1(4409) idle",
+            db
+        ));
+        assert!(ours(
+            "postgres: postgres edge_1_ab 127.0.0.1(4409) INSERT",
+            db
+        ));
+        assert!(ours("postgres: 15/main: walwriter   ", db));
+        assert!(ours("postgres: 15/main: autovacuum worker edge_1_ab", db));
+        assert!(!ours(
+            "postgres: 15/main: postgres test 127.0.0.1(4410) idle",
+            db
+        ));
+        assert!(!ours("postgres: 15/main: autovacuum worker test", db));
+        assert!(!ours(
+            "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main",
+            db
+        ));
     }
 }
