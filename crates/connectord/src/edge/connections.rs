@@ -144,7 +144,7 @@ impl Registry {
 
     /// After an accept: if the listener is at its cap, closes the connection
     /// that has waited longest with no request in progress. `false` if every
-    /// connection is busy (the new one must then be refused).
+    /// connection is busy (the new one must then wait for room).
     pub fn make_room(&self) -> bool {
         let s = &self.shared;
         while s.live.load(SeqCst) >= s.cap {

@@ -60,16 +60,40 @@ impl TrackedIo {
     /// A read would block: has the current phase run out of time?
     fn read_expired(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
         let (phase, since) = self.conn.phase();
-        let (limit, reason) = match phase {
-            Phase::Head => (self.timeouts.header, "header_timeout"),
-            Phase::Idle => (self.timeouts.idle, "idle_timeout"),
-            // A handler is reading the body under its own deadline, or the
-            // connection is closing.
-            Phase::Busy | Phase::Closing => return None,
+        let (deadline, reason) = match phase {
+            Phase::Head => (
+                self.conn.instant(since) + self.timeouts.header,
+                "header_timeout",
+            ),
+            Phase::Idle => (
+                self.conn.instant(since) + self.timeouts.idle,
+                "idle_timeout",
+            ),
+            // A handler has the request (and reads the body under its own
+            // deadline). hyper may not read again by itself once the
+            // connection goes idle (it waits for the socket), so a tick keeps
+            // the task waking at least once per idle timeout: the first tick
+            // after the request ends arms the idle deadline, which is never
+            // earlier than the tick (it counts from the end of the request).
+            Phase::Busy => {
+                if self.read_armed_for != Some((phase, since)) {
+                    self.read_armed_for = Some((phase, since));
+                    self.read_timer
+                        .as_mut()
+                        .reset(Instant::now() + self.timeouts.idle);
+                }
+                if self.read_timer.as_mut().poll(cx).is_ready() {
+                    self.read_timer
+                        .as_mut()
+                        .reset(Instant::now() + self.timeouts.idle);
+                    let _ = self.read_timer.as_mut().poll(cx);
+                }
+                return None;
+            }
+            Phase::Closing => return None,
         };
         if self.read_armed_for != Some((phase, since)) {
             self.read_armed_for = Some((phase, since));
-            let deadline = self.conn.instant(since) + limit;
             self.read_timer.as_mut().reset(deadline);
         }
         self.read_timer

@@ -62,7 +62,7 @@ pub async fn serve(
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut last_cap_warning: Option<Instant> = None;
-    loop {
+    'accept: loop {
         if registry.live() >= registry.cap() {
             warn_at_cap(&mut last_cap_warning, &limits);
         }
@@ -82,12 +82,14 @@ pub async fn serve(
                 }
             },
         };
-        if !registry.make_room() {
-            // Every connection started a request between the check and the accept.
-            metrics::counter!("connectord_http_connections_rejected_total",
-                "listener" => limits.name, "reason" => "refused")
-            .increment(1);
-            continue;
+        // Every connection may have started a request since the check: then
+        // this one waits, in hand, for the first to finish.
+        while !registry.make_room() {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break 'accept,
+                () = registry.wait_for_room() => {}
+            }
         }
         // Answers go out in one write each; don't let Nagle hold them back.
         let _ = stream.set_nodelay(true);
