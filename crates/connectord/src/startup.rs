@@ -78,12 +78,12 @@ impl Application {
         store: Arc<dyn Store>,
         reconciler: Option<Arc<dyn Reconciler>>,
     ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(&settings.listen)
+        let listener = crate::edge::server::bind(&settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let admin_listener = match &settings.admin_listen {
             Some(addr) if settings.role != Role::Worker => Some(
-                TcpListener::bind(addr)
+                crate::edge::server::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?,
             ),

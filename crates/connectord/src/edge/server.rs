@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
@@ -32,6 +32,35 @@ use tower::Service;
 /// hyper accepts is 8 KiB. At the default cap this bounds head buffers to
 /// 64 MiB in all.
 pub const MAX_HEAD_BUFFER: usize = 16 * 1024;
+
+/// Connections the kernel queues while accepting pauses (every slot busy).
+/// std and mio use 128, which a burst of connections fills at once; beyond
+/// it the kernel drops new connections' SYNs, and clients retry only after a
+/// second. Linux caps it at `net.core.somaxconn` (4096 by default).
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `addr` (`host:port`) with a listen backlog of [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
 
 /// What one listener enforces.
 #[derive(Debug, Clone, Copy)]
