@@ -52,6 +52,7 @@ async fn a_head_not_complete_within_the_header_timeout_is_cut_off_without_an_ans
         "cut after {elapsed:?}"
     );
     assert_eq!(closed.bytes, 0, "no answer to a head that never ended");
+    eprintln!("header timeout 1s: slowloris cut off after {elapsed:?}");
     let silent_closed = wait_closed(&mut silent, ANSWER)
         .await
         .expect("silent cut off");
@@ -98,6 +99,10 @@ async fn a_kept_alive_connection_waits_for_the_idle_timeout_not_the_header_timeo
         closed.after
     );
     assert_eq!(closed.bytes, 0);
+    eprintln!(
+        "idle timeout 3s: closed {:?} after the last answer",
+        closed.after
+    );
     let labels = rejected("idle_timeout");
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     edge.wait_metric(
@@ -119,6 +124,7 @@ async fn a_body_that_does_not_arrive_within_the_body_timeout_gets_408_and_the_co
     let res = read_response(&mut conn, ANSWER).await.expect("an answer");
     assert_eq!(res.status, 408, "{}", res.text());
     assert!(res.closes(), "{}", res.headers);
+    eprintln!("body timeout 1s: 408 after {:?}", started.elapsed());
     assert!(started.elapsed() + SLACK >= Duration::from_secs(1));
     assert!(wait_closed(&mut conn, ANSWER).await.is_some());
 
@@ -145,8 +151,10 @@ async fn a_declared_length_over_25_mib_answers_413_before_any_body_byte_and_chun
 
     // 200 MB declared, nothing sent: the answer comes without a body byte.
     let mut conn = connect(edge.port()).await;
+    let started = Instant::now();
     assert!(send(&mut conn, &unsigned_webhook_head(200_000_000)).await);
     let res = read_response(&mut conn, ANSWER).await.expect("early 413");
+    eprintln!("declared 200 MB: 413 after {:?}", started.elapsed());
     assert_eq!(res.status, 413, "{}", res.text());
     assert!(res.closes());
     assert!(wait_closed(&mut conn, ANSWER).await.is_some());
@@ -253,6 +261,7 @@ async fn when_every_connection_has_a_request_in_progress_a_new_one_waits_for_a_s
     // the four ends: not before their body timeout.
     let res = edge.deliver("ping", "waited", ping(100)).await;
     let answered = sent_at.elapsed();
+    eprintln!("every slot busy (body timeout 2s): the next client served after {answered:?}");
     assert_eq!(res.status(), 200);
     assert!(
         answered + SLACK >= Duration::from_secs(2),
