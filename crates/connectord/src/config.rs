@@ -1,5 +1,6 @@
 //! Settings for `connectord serve`: every one a flag and an environment variable.
 
+use crate::edge::EdgeSettings;
 use crate::github::GithubAppConfig;
 use crate::secrets::{self, Source};
 use crate::sync::policy::{LeasePolicy, RetryPolicy};
@@ -80,6 +81,8 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     #[command(flatten)]
     pub github: GithubArgs,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
     /// Log as JSON lines.
     #[arg(long, env = "CONNECTORD_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -130,6 +133,76 @@ impl GithubArgs {
             ),
             (None, Some(_)) => anyhow::bail!("a GitHub App private key is set but GITHUB_CONNECTOR_APP_ID is not"),
         }
+    }
+}
+
+/// The HTTP edge's limits; docs/edge.md says why each default.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// A client must send a whole request head within this, from connecting
+    /// (or from the first byte of a later request): `10s`, `500ms`, `2m`.
+    #[arg(long, env = "CONNECTORD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub header_read_timeout: Duration,
+    /// A webhook body must arrive whole within this after its head, else 408
+    /// (GitHub itself gives up after 10 s).
+    #[arg(long, env = "CONNECTORD_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub body_read_timeout: Duration,
+    /// A kept-alive connection with no request in progress is closed after this.
+    #[arg(long, env = "CONNECTORD_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+    /// Open connections per listener. At the cap, the connection waiting
+    /// longest with no request in progress is closed to make room.
+    #[arg(long, env = "CONNECTORD_MAX_CONNECTIONS", default_value_t = crate::edge::DEFAULT_MAX_CONNECTIONS,
+        value_parser = parse_max_connections)]
+    pub max_connections: usize,
+    /// MiB of webhook bodies held while they are received, across all
+    /// connections; a quarter is kept for bodies up to 1 MiB. Beyond it: 503.
+    #[arg(long, env = "CONNECTORD_BODY_BUDGET_MIB", default_value_t = crate::edge::DEFAULT_BODY_BUDGET_MIB,
+        value_parser = parse_body_budget)]
+    pub body_budget_mib: usize,
+    /// Also serve /metrics on the public listener when --admin-listen is set
+    /// (by default it is then served on the admin listener only).
+    #[arg(long, env = "CONNECTORD_PUBLIC_METRICS", default_value_t = false)]
+    pub public_metrics: bool,
+}
+
+impl EdgeArgs {
+    pub fn settings(&self) -> EdgeSettings {
+        EdgeSettings {
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            body_budget_bytes: self.body_budget_mib << 20,
+            public_metrics: self.public_metrics,
+        }
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write a duration such as 10s, 500ms or 2m)"))?;
+    if d.is_zero() {
+        return Err("must be longer than 0".into());
+    }
+    Ok(d)
+}
+
+fn parse_max_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("must be a number from 1 to 1000000".into()),
+    }
+}
+
+fn parse_body_budget(s: &str) -> Result<usize, String> {
+    let min = crate::edge::MIN_BODY_BUDGET_MIB;
+    match s.parse::<usize>() {
+        Ok(n) if (min..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a number of MiB from {min} (one 25 MiB body must fit in the three quarters \
+             that bodies over 1 MiB may use) to 1048576"
+        )),
     }
 }
 

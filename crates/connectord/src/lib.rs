@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod edge;
 pub mod error;
 pub mod github;
 pub mod ingress;

@@ -20,7 +20,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             telemetry::init_logging(args.log_json);
-            let app = Application::build(args.into_settings()?, None).await?;
+            let edge = args.edge.settings();
+            let app = Application::build(args.into_settings()?, None)
+                .await?
+                .with_edge(edge);
             let token = app.shutdown_token();
             tokio::spawn(async move {
                 connectord::shutdown::signal().await;

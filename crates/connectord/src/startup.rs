@@ -3,10 +3,14 @@
 //! all stopped by one cancellation token.
 
 use crate::config::{Role, Settings};
+use crate::edge::budget::BodyBudget;
+use crate::edge::server::ListenerLimits;
+use crate::edge::{fd_limit, http_metrics, EdgeSettings};
 use crate::github::auth::AppAuth;
 use crate::github::client::GithubClient;
 use crate::github::reconciler::GithubReconciler;
 use crate::github::GithubAppConfig;
+use crate::ingress::body::WebhookLimits;
 use crate::ingress::signature::WebhookSecrets;
 use crate::store::sql::SqlStore;
 use crate::store::Store;
@@ -15,15 +19,15 @@ use crate::sync::worker::WorkerPool;
 use crate::sync::Reconciler;
 use crate::{admin, ingress, telemetry};
 use anyhow::Context;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
@@ -34,6 +38,7 @@ pub struct AppState {
     pub secrets: WebhookSecrets,
     pub admin_token: Arc<str>,
     pub metrics: PrometheusHandle,
+    pub webhook: WebhookLimits,
 }
 
 pub struct Application {
@@ -44,6 +49,7 @@ pub struct Application {
     role: Role,
     body_retention: Duration,
     history_retention: Duration,
+    edge: EdgeSettings,
     shutdown: CancellationToken,
 }
 
@@ -72,12 +78,12 @@ impl Application {
         store: Arc<dyn Store>,
         reconciler: Option<Arc<dyn Reconciler>>,
     ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(&settings.listen)
+        let listener = crate::edge::server::bind(&settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let admin_listener = match &settings.admin_listen {
             Some(addr) if settings.role != Role::Worker => Some(
-                TcpListener::bind(addr)
+                crate::edge::server::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?,
             ),
@@ -94,6 +100,7 @@ impl Application {
             ),
             admin_token: settings.admin_token.as_str().into(),
             metrics: telemetry::prometheus(),
+            webhook: webhook_limits(&EdgeSettings::default()),
         };
         let reconciler = match (reconciler, &settings.github) {
             (Some(r), _) => Some(r),
@@ -125,8 +132,17 @@ impl Application {
             role: settings.role,
             body_retention: settings.delivery_body_retention,
             history_retention: settings.history_retention,
+            edge: EdgeSettings::default(),
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// The edge's limits (timeouts, connection cap, body budget); the
+    /// defaults otherwise.
+    pub fn with_edge(mut self, edge: EdgeSettings) -> Self {
+        self.state.webhook = webhook_limits(&edge);
+        self.edge = edge;
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -158,29 +174,57 @@ impl Application {
             role,
             body_retention,
             history_retention,
+            edge,
             shutdown,
         } = self;
         let health = Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics));
-        let public = Router::new().merge(ingress::router()).merge(health.clone());
+            .route("/readyz", get(readyz));
+        let health_and_metrics = health.clone().route("/metrics", get(metrics));
+        let public = Router::new().merge(ingress::router());
         let admin = admin::router(state.clone());
+        let listeners = if admin_listener.is_some() { 2 } else { 1 };
+        let max_connections = fd_limit::fit_connection_cap(listeners, edge.max_connections);
+        let limits = |name| ListenerLimits {
+            name,
+            max_connections,
+            header_read_timeout: edge.header_read_timeout,
+            idle_timeout: edge.idle_timeout,
+        };
         let mut servers = tokio::task::JoinSet::new();
         match admin_listener {
             // A worker serves nothing but its health and metrics.
             _ if role == Role::Worker => {
                 tracing::info!(address = %listener.local_addr()?, "worker: serving /healthz, /readyz and /metrics");
-                servers.spawn(serve(listener, health, state.clone(), shutdown.clone()));
+                servers.spawn(serve(
+                    listener,
+                    health_and_metrics,
+                    state.clone(),
+                    limits("public"),
+                    shutdown.clone(),
+                ));
             }
             Some(admin_listener) => {
                 tracing::info!(address = %listener.local_addr()?, "serving the webhook");
                 tracing::info!(address = %admin_listener.local_addr()?, "serving the admin API");
-                servers.spawn(serve(listener, public, state.clone(), shutdown.clone()));
+                // Metrics describe the service to its operators, not to the internet.
+                let public_health = if edge.public_metrics {
+                    health_and_metrics.clone()
+                } else {
+                    health
+                };
+                servers.spawn(serve(
+                    listener,
+                    public.merge(public_health),
+                    state.clone(),
+                    limits("public"),
+                    shutdown.clone(),
+                ));
                 servers.spawn(serve(
                     admin_listener,
-                    admin.merge(health),
+                    admin.merge(health_and_metrics),
                     state.clone(),
+                    limits("admin"),
                     shutdown.clone(),
                 ));
             }
@@ -188,8 +232,9 @@ impl Application {
                 tracing::info!(address = %listener.local_addr()?, "serving the webhook and the admin API");
                 servers.spawn(serve(
                     listener,
-                    public.merge(admin),
+                    public.merge(admin).merge(health_and_metrics),
                     state.clone(),
+                    limits("public"),
                     shutdown.clone(),
                 ));
             }
@@ -275,35 +320,25 @@ pub async fn open_store(
     Ok(Arc::new(store))
 }
 
+fn webhook_limits(edge: &EdgeSettings) -> WebhookLimits {
+    WebhookLimits {
+        budget: BodyBudget::new(edge.body_budget_bytes),
+        read_timeout: edge.body_read_timeout,
+    }
+}
+
 async fn serve(
     listener: TcpListener,
     router: Router<AppState>,
     state: AppState,
+    limits: ListenerLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let app = router
-        .layer(middleware::from_fn(record_latency))
+        .layer(middleware::from_fn(http_metrics::record_latency))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
-    Ok(())
-}
-
-async fn record_latency(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let response = next.run(req).await;
-    metrics::histogram!("connectord_http_request_duration_seconds",
-        "method" => method, "route" => route, "status" => response.status().as_u16().to_string())
-    .record(started.elapsed().as_secs_f64());
-    response
+    crate::edge::server::serve(listener, app, limits, shutdown).await
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {
@@ -332,6 +367,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read queue depth"),
     }
+    metrics::gauge!("connectord_webhook_body_bytes_buffered").set(app.webhook.budget.used() as f64);
     app.metrics.render().into_response()
 }
 

@@ -1286,8 +1286,12 @@ async fn separate_admin_listener_splits_the_admin_api_from_the_webhook() {
     assert_eq!(status, StatusCode::OK);
     let (status, text) = public_get(&app, &app.base, "/readyz").await;
     assert_eq!((status, text.trim()), (StatusCode::OK, "ready"));
+    // Metrics are for operators: with an admin listener they are served there only.
     let (status, _) = public_get(&app, &app.base, "/metrics").await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, text) = public_get(&app, &app.admin_base, "/metrics").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("connectord_http_connections"), "{text}");
     app.stop().await;
 }
 }

@@ -1,5 +1,6 @@
-//! `POST /v1/webhooks/connectors/github`: body cap, signature, then (only
-//! then) parsing, dispatch and one durable write. Errors answer plain text,
+//! `POST /v1/webhooks/connectors/github`: body cap, budget and timeout
+//! (`super::body`), signature, then (only then) parsing, dispatch and one
+//! durable write. Errors answer plain text,
 //! as GitHub shows it in the delivery log.
 
 use super::dispatch::{dispatch, fields_for};
@@ -8,9 +9,8 @@ use crate::domain::{DeliveryId, EventName};
 use crate::startup::AppState;
 use crate::store::models::{IngestOutcome, NewDelivery, Outcome};
 use crate::store::StoreError;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -22,9 +22,8 @@ pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 pub const WEBHOOK_PATH: &str = "/v1/webhooks/connectors/github";
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(WEBHOOK_PATH, post(github_webhook_ingress))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    // The body is read by `super::body`, which enforces the cap itself.
+    Router::new().route(WEBHOOK_PATH, post(github_webhook_ingress))
 }
 
 /// Why processing a (verified) body stopped short of the store.
@@ -92,23 +91,18 @@ pub struct VerifiedDelivery<'a> {
 pub async fn github_webhook_ingress(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            metrics::counter!("connectord_webhook_rejected_total", "reason" => "too_large")
-                .increment(1);
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload too large (limit 25 MiB)",
-            )
-                .into_response();
-        }
-        Err(rejection) => return (StatusCode::BAD_REQUEST, rejection.body_text()).into_response(),
-    };
+    let received =
+        match super::body::receive(body, &headers, &app.webhook, app.secrets.verifier()).await {
+            Ok(received) => received,
+            Err(e) => return e.into_response(),
+        };
+    // The body's share of the memory budget is held until the request ends.
+    let _charge = received.charge;
+    let body = received.bytes;
     let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
-    if let Err(e) = app.secrets.verify(signature, &body) {
+    if let Err(e) = received.verifier.finish(signature) {
         metrics::counter!("connectord_webhook_signature_failures_total", "reason" => e.message())
             .increment(1);
         tracing::warn!(reason = e.message(), delivery = ?header(&headers, "x-github-delivery"), "rejected delivery");

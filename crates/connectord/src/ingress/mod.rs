@@ -1,5 +1,6 @@
 //! The public webhook: verify, normalize, dispatch, record.
 
+pub mod body;
 pub mod dispatch;
 pub mod envelope;
 pub mod handler;

@@ -29,6 +29,8 @@ impl SignatureError {
 #[derive(Clone)]
 pub struct WebhookSecrets {
     secrets: Vec<Vec<u8>>,
+    /// An HMAC already keyed with each secret, cloned per body.
+    keyed: Vec<HmacSha256>,
 }
 
 impl std::fmt::Debug for WebhookSecrets {
@@ -45,23 +47,23 @@ impl WebhookSecrets {
     pub fn new(current: impl Into<Vec<u8>>, previous: Option<Vec<u8>>) -> Self {
         let mut secrets = vec![current.into()];
         secrets.extend(previous.filter(|p| !p.is_empty()));
-        Self { secrets }
+        let keyed = secrets.iter().map(|s| keyed(s)).collect();
+        Self { secrets, keyed }
     }
 
     /// Verifies `header` (the value of `X-Hub-Signature-256`, if any) against `body`.
     /// Returns the index of the secret that matched (0 = current, 1 = previous).
     pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<usize, SignatureError> {
-        let header = header.ok_or(SignatureError::Missing)?;
-        let digest = parse_header(header).ok_or(SignatureError::Invalid)?;
-        // Evaluate every secret so the time taken does not reveal which slot matched.
-        let mut matched = None;
-        for (i, secret) in self.secrets.iter().enumerate() {
-            let expected = hmac_sha256(secret, body);
-            if bool::from(expected.ct_eq(&digest)) && matched.is_none() {
-                matched = Some(i);
-            }
+        let mut verifier = self.verifier();
+        verifier.update(body);
+        verifier.finish(header)
+    }
+
+    /// A [`Verifier`] to feed a body to as it arrives.
+    pub fn verifier(&self) -> Verifier {
+        Verifier {
+            macs: self.keyed.clone(),
         }
-        matched.ok_or(SignatureError::Invalid)
     }
 
     /// Signs `body` with the current secret, exactly as GitHub does.
@@ -75,9 +77,44 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac_sha256(secret, body)))
 }
 
-fn hmac_sha256(secret: &[u8], body: &[u8]) -> [u8; 32] {
+/// The HMAC of a body with every configured secret, computed as the body
+/// arrives; [`Verifier::finish`] then checks the header as
+/// [`WebhookSecrets::verify`] does.
+pub struct Verifier {
+    macs: Vec<HmacSha256>,
+}
+
+impl Verifier {
+    pub fn update(&mut self, chunk: &[u8]) {
+        for mac in &mut self.macs {
+            mac.update(chunk);
+        }
+    }
+
+    /// Checks `header` against the body fed so far. Returns the index of the
+    /// secret that matched (0 = current, 1 = previous).
+    pub fn finish(self, header: Option<&[u8]>) -> Result<usize, SignatureError> {
+        let header = header.ok_or(SignatureError::Missing)?;
+        let digest = parse_header(header).ok_or(SignatureError::Invalid)?;
+        // Evaluate every secret so the time taken does not reveal which slot matched.
+        let mut matched = None;
+        for (i, mac) in self.macs.into_iter().enumerate() {
+            let expected: [u8; 32] = mac.finalize().into_bytes().into();
+            if bool::from(expected.ct_eq(&digest)) && matched.is_none() {
+                matched = Some(i);
+            }
+        }
+        matched.ok_or(SignatureError::Invalid)
+    }
+}
+
+fn keyed(secret: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+    HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length")
+}
+
+fn hmac_sha256(secret: &[u8], body: &[u8]) -> [u8; 32] {
+    let mut mac = keyed(secret);
     mac.update(body);
     mac.finalize().into_bytes().into()
 }
@@ -159,6 +196,22 @@ mod tests {
         assert_eq!(s.verify(Some(SIG.as_bytes()), BODY.as_bytes()), Ok(1));
         let fresh = sign(b"new-secret", BODY.as_bytes());
         assert_eq!(s.verify(Some(fresh.as_bytes()), BODY.as_bytes()), Ok(0));
+    }
+
+    #[test]
+    fn a_body_fed_in_chunks_verifies_as_the_whole_body() {
+        let s = WebhookSecrets::new("new-secret", Some(SECRET.as_bytes().to_vec()));
+        for split in [0, 1, 5, BODY.len()] {
+            let (a, b) = BODY.as_bytes().split_at(split);
+            let mut v = s.verifier();
+            v.update(a);
+            v.update(b);
+            assert_eq!(v.finish(Some(SIG.as_bytes())), Ok(1), "split at {split}");
+        }
+        let mut v = s.verifier();
+        v.update(b"Hello, ");
+        assert_eq!(v.finish(Some(SIG.as_bytes())), Err(SignatureError::Invalid));
+        assert_eq!(s.verifier().finish(None), Err(SignatureError::Missing));
     }
 
     #[test]

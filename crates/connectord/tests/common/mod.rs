@@ -5,7 +5,9 @@
 //! the webhook and the admin API.
 
 pub mod backend;
+pub mod edge_server;
 pub mod process;
+pub mod raw_http;
 
 use async_trait::async_trait;
 use connectord::config::Settings;

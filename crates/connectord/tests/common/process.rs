@@ -311,6 +311,11 @@ impl Server {
             .status()
             .expect("run kill");
         assert!(kill.success(), "kill -{signal} failed");
+        self.wait_exit(within).await
+    }
+
+    /// Waits (bounded) for the process to exit, after a signal sent elsewhere.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -318,7 +323,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "connectord did not exit within {within:?} of SIG{signal}:\n{}",
+                "connectord did not exit within {within:?}:\n{}",
                 self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
