@@ -395,6 +395,49 @@ async fn deliver_with_a_wrong_secret_fails_with_401_and_records_nothing() {
     );
     assert!(get.stderr.contains("404"), "expected a 404: {get:?}");
     get.assert_no_panic();
+
+    // Wrongly signed requests cannot flood the log: 500 more within a few
+    // seconds give no new warning (at most one per 10 s), and the counter
+    // has every one.
+    let client = reqwest::Client::new();
+    for i in 0..500 {
+        let res = client
+            .post(&webhook)
+            .header("x-github-event", "ping")
+            .header("x-github-delivery", format!("flood-{i}"))
+            .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let warnings = server
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("rejected deliveries"))
+        .count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "one warning per 10 s, not one per request: {warnings}\n{}",
+        server.log_text()
+    );
+    let metrics = reqwest::get(format!("{}/metrics", server.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let invalid = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("connectord_webhook_signature_failures_total")
+                && l.contains("invalid signature")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(invalid >= 500.0, "every rejection counted: {invalid}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,7 +105,7 @@ pub async fn github_webhook_ingress(
     if let Err(e) = received.verifier.finish(signature) {
         metrics::counter!("connectord_webhook_signature_failures_total", "reason" => e.message())
             .increment(1);
-        tracing::warn!(reason = e.message(), delivery = ?header(&headers, "x-github-delivery"), "rejected delivery");
+        log_rejection(e.message(), header(&headers, "x-github-delivery"));
         return (StatusCode::UNAUTHORIZED, e.message()).into_response();
     }
     let delivery = VerifiedDelivery {
@@ -123,6 +123,35 @@ pub async fn github_webhook_ingress(
         Err(e) => e.into_response(),
     }
 }
+
+/// Anyone can send wrongly signed requests, as fast as they like: a log
+/// line for each would let them fill the disk (tens of thousands of lines a
+/// second, measured). So at most one warning per [`REJECTION_LOG_EVERY`],
+/// saying how many were rejected since the last one; the counter
+/// `connectord_webhook_signature_failures_total` counts every one, and each
+/// is logged at debug.
+fn log_rejection(reason: &'static str, delivery: Option<&str>) {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+    static LAST_WARN_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    tracing::debug!(reason, delivery = ?delivery, "rejected delivery");
+    let rejected = SINCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = crate::store::models::now_ms();
+    let last = LAST_WARN_MS.load(Ordering::Relaxed);
+    let due =
+        last == i64::MIN || now.saturating_sub(last) >= REJECTION_LOG_EVERY.as_millis() as i64;
+    if due
+        && LAST_WARN_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        SINCE.fetch_sub(rejected, Ordering::Relaxed);
+        tracing::warn!(reason, delivery = ?delivery, rejected,
+            "rejected deliveries with a missing or wrong signature (this one and the others since the last such line)");
+    }
+}
+
+const REJECTION_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn respond(outcome: IngestOutcome) -> Response {
     let status = if outcome.outcome == Outcome::Accepted {
