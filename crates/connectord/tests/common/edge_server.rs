@@ -4,7 +4,6 @@
 
 use super::process::{free_port, Server};
 use super::raw_http;
-use super::sha;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -174,20 +173,14 @@ impl EdgeServer {
 /// written as a 40-digit SHA.
 pub fn push(before: u64, after: u64) -> Vec<u8> {
     let (before, after) = (format!("{before:040x}"), format!("{after:040x}"));
-    serde_json::to_vec(&json!({
-        "ref": "refs/heads/main",
-        "before": before,
-        "after": after,
-        "created": false,
-        "deleted": false,
-        "forced": false,
-        "commits": [],
-        "head_commit": {"id": after},
-        "repository": {"id": 99, "full_name": "octo/docs", "name": "docs"},
-        "installation": {"id": 42},
-        "sender": {"login": "octocat"},
-        "zen": sha('z'),
-    }))
+    serde_json::to_vec(&super::push_payload(
+        42,
+        99,
+        "octo/docs",
+        "main",
+        &before,
+        &after,
+    ))
     .unwrap()
 }
 
