@@ -171,7 +171,7 @@ async fn wait_idle(store: &Arc<dyn Store>, timeout: Duration) -> anyhow::Result<
             .sync_event_counts()
             .await?
             .iter()
-            .filter(|(s, _)| s == "queued" || s == "running")
+            .filter(|(s, _)| !s.is_final())
             .map(|(_, n)| n)
             .sum();
         if pending == 0 {
@@ -402,7 +402,7 @@ async fn drain(
             .sync_event_counts()
             .await?
             .iter()
-            .filter(|(s, _)| s == "completed")
+            .filter(|(s, _)| *s == connectord::store::states::SyncStatus::Completed)
             .map(|(_, n)| n)
             .sum();
         if completed as usize >= jobs {

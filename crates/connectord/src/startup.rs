@@ -12,6 +12,7 @@ use crate::github::reconciler::GithubReconciler;
 use crate::github::GithubAppConfig;
 use crate::ingress::body::WebhookLimits;
 use crate::ingress::signature::WebhookSecrets;
+use crate::store::models::SyncStatus;
 use crate::store::sql::SqlStore;
 use crate::store::Store;
 use crate::store::StoreOptions;
@@ -356,13 +357,14 @@ async fn metrics(State(app): State<AppState>) -> Response {
     // it is right even after a restart.
     match app.store.sync_event_counts().await {
         Ok(counts) => {
-            for status in crate::admin::sync_events::STATUSES {
+            for &status in SyncStatus::ALL {
                 let n = counts
                     .iter()
-                    .find(|(s, _)| s == status)
+                    .find(|(s, _)| *s == status)
                     .map(|(_, n)| *n)
                     .unwrap_or(0);
-                metrics::gauge!("connectord_sync_events", "status" => status).set(n as f64);
+                metrics::gauge!("connectord_sync_events", "status" => status.as_str())
+                    .set(n as f64);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read queue depth"),

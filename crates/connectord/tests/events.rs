@@ -572,6 +572,46 @@ async fn repositories_removed_from_and_added_to_an_installation() {
     assert_eq!(app.target(&target).await["status"], "active");
     app.stop().await;
 }
+
+/// Repository names come from the payload and are bound, never spliced into
+/// SQL: a NUL (which ends SQL text in SQLite's C API) or a quote is just part
+/// of a name that matches nothing, and matching by name still works beside it.
+#[tokio::test]
+async fn repository_names_with_nul_or_quotes_are_data_not_sql() {
+    let app = spawn_app().await;
+    let connector = app.create_connector(32).await;
+    // Added by name only: matched by (case-insensitive) name until its id is known.
+    let (by_name, _) = app
+        .create_target(&connector, "octo/handbook", None, "main")
+        .await;
+    let (by_id, _) = app
+        .create_target(&connector, "octo/docs", Some(320), "main")
+        .await;
+    let hostile = [
+        (900, "a\u{0}b"),
+        (901, "x'); DELETE FROM connector_target; --"),
+        (902, "OCTO/HANDBOOK"),
+    ];
+    let got = send(
+        &app,
+        "installation_repositories",
+        &installation_repositories_event("removed", 32, &[], &hostile),
+    )
+    .await;
+    assert_accepted(&got);
+    assert_eq!(app.target(&by_name).await["status"], "inaccessible");
+    assert_eq!(app.target(&by_id).await["status"], "active");
+    // Once more with only hostile names: recorded (200), nothing touched.
+    let got = send(
+        &app,
+        "installation_repositories",
+        &installation_repositories_event("removed", 32, &[], &hostile[..2]),
+    )
+    .await;
+    assert_ignored(&got, None);
+    assert_eq!(app.target(&by_id).await["status"], "active");
+    app.stop().await;
+}
 }
 
 // ---------------------------------------------------------------------------

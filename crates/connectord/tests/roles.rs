@@ -89,7 +89,7 @@ async fn a_worker_process_serves_only_health_and_metrics_and_runs_the_jobs() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let event = worker.store.get_sync_event(&initial).await.expect("event");
-        if event.status == "completed" {
+        if event.status == connectord::store::states::SyncStatus::Completed {
             break;
         }
         assert!(

@@ -1,22 +1,12 @@
 use super::{query, PageParams};
-use crate::error::{ApiError, ApiResult, ErrorBody, NotFoundExt};
+use crate::error::{ApiResult, ErrorBody, NotFoundExt};
 use crate::startup::AppState;
-use crate::store::models::{Listing, SyncEvent, SyncEventFilter};
+use crate::store::models::{Listing, SyncEvent, SyncEventFilter, SyncStatus};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-
-pub const STATUSES: [&str; 7] = [
-    "queued",
-    "running",
-    "completed",
-    "partial",
-    "failed",
-    "superseded",
-    "cancelled",
-];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,8 +19,7 @@ pub fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct SyncEventParams {
     pub target_id: Option<String>,
-    /// One of `queued`, `running`, `completed`, `partial`, `failed`, `superseded`, `cancelled`.
-    pub status: Option<String>,
+    pub status: Option<SyncStatus>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -42,12 +31,6 @@ pub async fn list_sync_events(
     q: Result<Query<SyncEventParams>, QueryRejection>,
 ) -> ApiResult<Json<Listing<SyncEvent>>> {
     let q = query(q)?;
-    if let Some(s) = q.status.as_deref().filter(|s| !STATUSES.contains(s)) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown status `{s}`; one of {}",
-            STATUSES.join(", ")
-        )));
-    }
     let page = PageParams {
         limit: q.limit,
         cursor: q.cursor,

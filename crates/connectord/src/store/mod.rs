@@ -5,6 +5,7 @@
 
 pub mod models;
 pub mod sql;
+pub mod states;
 
 use crate::ingress::dispatch::Plan;
 use async_trait::async_trait;
@@ -168,7 +169,7 @@ pub trait Store: Send + Sync + 'static {
     /// Jobs whose lease expired go back to the queue (or fail when out of attempts).
     async fn rescue_expired_leases(&self, now: Millis) -> Result<u64>;
     /// Sync events by status, for /metrics.
-    async fn sync_event_counts(&self) -> Result<Vec<(String, i64)>>;
+    async fn sync_event_counts(&self) -> Result<Vec<(SyncStatus, i64)>>;
 
     // --- admin -------------------------------------------------------------
 

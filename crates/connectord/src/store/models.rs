@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+pub use super::states::{
+    ConnectorStatus, DeliveryOutcome, SyncStatus, SyncTrigger, TargetHealth, TargetStatus,
+};
+
 /// Milliseconds since the Unix epoch, the store's only time representation.
 pub type Millis = i64;
 
@@ -31,8 +35,7 @@ pub struct ConnectorInstance {
     pub connector_type: String,
     pub installation_id: i64,
     pub account_login: Option<String>,
-    /// `active`, `suspended` or `deleted`.
-    pub status: String,
+    pub status: ConnectorStatus,
     pub repository_selection: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub permissions: Option<serde_json::Value>,
@@ -52,10 +55,10 @@ pub struct Target {
     pub path_prefix: String,
     /// Files larger than this are skipped (`too_large`), not fetched.
     pub max_file_bytes: i64,
-    /// `active`, `inactive` (installation deleted), `inaccessible` (removed from the installation) or `deleted` (repository deleted).
-    pub status: String,
-    /// `pending` (never synced), `ok`, `failing`, `inaccessible` or `branch_deleted`.
-    pub health: String,
+    /// `inactive`: the installation was deleted; `inaccessible`: the repository was removed from the installation; `deleted`: the repository was deleted.
+    pub status: TargetStatus,
+    /// `pending`: never synced.
+    pub health: TargetHealth,
     pub archived: bool,
     /// The head of the last push recorded for the branch.
     pub latest_head_sha: Option<String>,
@@ -85,14 +88,12 @@ pub struct SyncEvent {
     pub id: String,
     pub connector_target_id: String,
     pub delivery_id: Option<String>,
-    /// `push`, `initial` (target created), `manual` (admin request) or `resync` (access regained).
-    pub trigger: String,
+    pub trigger: SyncTrigger,
     #[serde(rename = "ref")]
     pub git_ref: String,
     /// Null until resolved for initial and manual syncs.
     pub head_sha: Option<String>,
-    /// `queued`, `running`, `completed`, `partial`, `failed`, `superseded` or `cancelled`.
-    pub status: String,
+    pub status: SyncStatus,
     pub counts: SyncCounts,
     /// Skipped files by reason (`unchanged`, `too_large`, `symlink`, `submodule`, `lfs_pointer`).
     pub skipped_reasons: BTreeMap<String, i64>,
@@ -121,8 +122,8 @@ pub struct Delivery {
     pub head_sha: Option<String>,
     pub hook_id: Option<String>,
     pub hook_installation_target_id: Option<String>,
-    /// `accepted`, `ignored` or `duplicate` (same head already queued).
-    pub outcome: String,
+    /// `duplicate`: the same head was already queued.
+    pub outcome: DeliveryOutcome,
     pub reason: Option<String>,
     pub sync_event_ids: Vec<String>,
     /// Whether the raw body is still retained (and so can be replayed).
@@ -241,7 +242,7 @@ pub struct Page {
 #[derive(Debug, Clone, Default)]
 pub struct SyncEventFilter {
     pub target_id: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<SyncStatus>,
 }
 
 /// What a failed sync says about its target.

@@ -1,6 +1,6 @@
 //! Admin reads and writes: connectors, targets, sync events, deliveries.
 
-use super::enqueue::{cancel_pending, enqueue, Enqueued, Trigger};
+use super::enqueue::{cancel_pending, enqueue, Enqueued};
 use super::ingest::{parse_ids, Ctx, TargetRef, TARGET_REF_SELECT};
 use crate::store::models::*;
 use crate::store::{Result, StoreError};
@@ -15,13 +15,21 @@ fn time(row: &AnyRow, col: &str) -> Result<String> {
     Ok(rfc3339(row.try_get(col)?))
 }
 
+/// A state column read into its enum; text no code writes is an internal error.
+pub fn state<T>(row: &AnyRow, col: &str) -> Result<T>
+where
+    T: std::str::FromStr<Err = crate::store::states::UnknownState>,
+{
+    Ok(row.try_get::<&str, _>(col)?.parse()?)
+}
+
 pub fn connector_from_row(r: &AnyRow) -> Result<ConnectorInstance> {
     Ok(ConnectorInstance {
         id: r.try_get("id")?,
         connector_type: r.try_get("connector_type")?,
         installation_id: r.try_get("installation_id")?,
         account_login: r.try_get("account_login")?,
-        status: r.try_get("status")?,
+        status: state(r, "status")?,
         repository_selection: r.try_get("repository_selection")?,
         permissions: r
             .try_get::<Option<String>, _>("permissions")?
@@ -40,8 +48,8 @@ pub fn target_from_row(r: &AnyRow) -> Result<Target> {
         branch: r.try_get("branch")?,
         path_prefix: r.try_get("path_prefix")?,
         max_file_bytes: r.try_get("max_file_bytes")?,
-        status: r.try_get("status")?,
-        health: r.try_get("health")?,
+        status: state(r, "status")?,
+        health: state(r, "health")?,
         archived: super::dialect::flag(r, "archived")?,
         latest_head_sha: r.try_get("latest_head_sha")?,
         last_synced_sha: r.try_get("last_synced_sha")?,
@@ -56,10 +64,10 @@ pub fn sync_event_from_row(r: &AnyRow) -> Result<SyncEvent> {
         id: r.try_get("id")?,
         connector_target_id: r.try_get("connector_target_id")?,
         delivery_id: r.try_get("delivery_id")?,
-        trigger: r.try_get("trigger")?,
+        trigger: state(r, "trigger")?,
         git_ref: r.try_get("ref")?,
         head_sha: r.try_get("head_sha")?,
-        status: r.try_get("status")?,
+        status: state(r, "status")?,
         counts: SyncCounts {
             created: r.try_get("created_count")?,
             updated: r.try_get("updated_count")?,
@@ -90,7 +98,7 @@ pub fn delivery_from_row(r: &AnyRow) -> Result<Delivery> {
         head_sha: r.try_get("head_sha")?,
         hook_id: r.try_get("hook_id")?,
         hook_installation_target_id: r.try_get("hook_installation_target_id")?,
-        outcome: r.try_get("outcome")?,
+        outcome: state(r, "outcome")?,
         reason: r.try_get("reason")?,
         sync_event_ids: parse_ids(r, "sync_event_ids"),
         body_retained: super::dialect::flag(r, "body_retained")?,
@@ -189,7 +197,7 @@ pub async fn create_target(
         max_attempts,
     };
     let (Enqueued::New(event_id) | Enqueued::Existing(event_id)) =
-        enqueue(conn, &ctx, &target_ref, None, Trigger::Initial).await?;
+        enqueue(conn, &ctx, &target_ref, None, SyncTrigger::Initial).await?;
     Ok((
         get_target(conn, &id).await?,
         get_sync_event(conn, &event_id).await?,
@@ -225,7 +233,7 @@ pub async fn delete_target(conn: &mut AnyConnection, id: &str) -> Result<()> {
     if n == 0 {
         return Err(StoreError::NotFound);
     }
-    cancel_pending(conn, id, "cancelled", now).await
+    cancel_pending(conn, id, SyncStatus::Cancelled, now).await
 }
 
 pub async fn request_sync(
@@ -245,7 +253,8 @@ pub async fn request_sync(
         .bind(target_id)
         .fetch_one(&mut *conn)
         .await?;
-    if status != "active" {
+    let status: TargetStatus = status.parse()?;
+    if status != TargetStatus::Active {
         return Err(StoreError::Conflict(format!(
             "target is {status}; only active targets can be synced"
         )));
@@ -256,6 +265,6 @@ pub async fn request_sync(
         max_attempts,
     };
     let (Enqueued::New(event_id) | Enqueued::Existing(event_id)) =
-        enqueue(conn, &ctx, &target, None, Trigger::Manual).await?;
+        enqueue(conn, &ctx, &target, None, SyncTrigger::Manual).await?;
     get_sync_event(conn, &event_id).await
 }

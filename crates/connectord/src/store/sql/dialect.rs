@@ -64,6 +64,14 @@ impl Dialect {
             Dialect::Postgres => format!("SELECT json_array_elements_text(${n}::json)"),
         }
     }
+
+    /// A sub-select yielding the integers of a JSON array bound at `$n`.
+    pub fn json_ints(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("SELECT value FROM json_each(${n})"),
+            Dialect::Postgres => format!("SELECT (json_array_elements_text(${n}::json))::bigint"),
+        }
+    }
 }
 
 /// A flag column: BOOLEAN on PostgreSQL, INTEGER 0/1 on SQLite.

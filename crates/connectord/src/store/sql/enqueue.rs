@@ -7,25 +7,6 @@ use crate::store::models::*;
 use crate::store::Result;
 use sqlx::AnyConnection;
 
-#[derive(Debug, Clone, Copy)]
-pub enum Trigger {
-    Push,
-    Initial,
-    Manual,
-    Resync,
-}
-
-impl Trigger {
-    fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Push => "push",
-            Trigger::Initial => "initial",
-            Trigger::Manual => "manual",
-            Trigger::Resync => "resync",
-        }
-    }
-}
-
 pub enum Enqueued {
     /// A new job and sync event.
     New(String),
@@ -42,13 +23,20 @@ pub async fn enqueue(
     ctx: &Ctx<'_>,
     target: &TargetRef,
     head: Option<&str>,
-    trigger: Trigger,
+    trigger: SyncTrigger,
 ) -> Result<Enqueued> {
     lock_target(conn, &target.id).await?;
     // Supersede first: a not-started job for another head is older than this
     // request, so after it only this head (or the running job) remains. Doing it
     // before the dedupe keeps A(running) -> B(queued) -> A ending at A.
-    finish_pending(conn, &target.id, Some(head), "superseded", ctx.now).await?;
+    finish_pending(
+        conn,
+        &target.id,
+        Some(head),
+        SyncStatus::Superseded,
+        ctx.now,
+    )
+    .await?;
     if head.is_none() {
         // Head-less syncs resolve the branch at run time: one queued is enough.
         let queued: Option<String> = sqlx::query_scalar(
@@ -65,7 +53,7 @@ pub async fn enqueue(
     let event_id = new_id("sev");
     let job_id = new_id("job");
     let git_ref = format!("refs/heads/{}", target.branch);
-    let delivery_id = matches!(trigger, Trigger::Push).then(|| ctx.delivery_id.to_owned());
+    let delivery_id = matches!(trigger, SyncTrigger::Push).then(|| ctx.delivery_id.to_owned());
     sqlx::query(
         "INSERT INTO connector_sync_event (id, connector_target_id, delivery_id, trigger, ref, head_sha, status, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)",
@@ -132,7 +120,7 @@ pub async fn enqueue(
 pub async fn cancel_pending(
     conn: &mut AnyConnection,
     target_id: &str,
-    status: &str,
+    status: SyncStatus,
     now: Millis,
 ) -> Result<()> {
     finish_pending(conn, target_id, None, status, now).await
@@ -144,7 +132,7 @@ async fn finish_pending(
     conn: &mut AnyConnection,
     target_id: &str,
     keep_head: Option<Option<&str>>,
-    status: &str,
+    status: SyncStatus,
     now: Millis,
 ) -> Result<()> {
     let head_filter = if keep_head.is_some() {
@@ -164,7 +152,7 @@ async fn finish_pending(
         .await?;
     for event in events {
         sqlx::query("UPDATE connector_sync_event SET status = $1, completed_at = $2, next_attempt_at = NULL WHERE id = $3")
-            .bind(status)
+            .bind(status.as_str())
             .bind(now)
             .bind(&event)
             .execute(&mut *conn)

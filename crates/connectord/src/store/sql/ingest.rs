@@ -3,7 +3,7 @@
 //! commit together or not at all.
 
 use super::dialect::{exists, Dialect};
-use super::enqueue::{cancel_pending, enqueue, Enqueued, Trigger};
+use super::enqueue::{cancel_pending, enqueue, Enqueued};
 use super::lifecycle;
 use crate::domain::ZERO_SHA;
 use crate::ingress::dispatch::*;
@@ -220,7 +220,7 @@ async fn apply_push(conn: &mut AnyConnection, ctx: &Ctx<'_>, p: &PushPlan) -> Re
     let mut reasons = vec![];
     for t in on_branch {
         if p.deleted {
-            cancel_pending(conn, &t.id, "cancelled", ctx.now).await?;
+            cancel_pending(conn, &t.id, SyncStatus::Cancelled, ctx.now).await?;
             record_push(conn, ctx, &t.id, p.before.as_str(), ZERO_SHA).await?;
             sqlx::query(
                 "UPDATE connector_target SET health = 'branch_deleted', latest_head_sha = $1, updated_at = $2 WHERE id = $3",
@@ -258,7 +258,15 @@ async fn apply_push(conn: &mut AnyConnection, ctx: &Ctx<'_>, p: &PushPlan) -> Re
             repository_id: Some(p.repository_id),
             ..t.clone()
         };
-        match enqueue(conn, ctx, &target, Some(p.after.as_str()), Trigger::Push).await? {
+        match enqueue(
+            conn,
+            ctx,
+            &target,
+            Some(p.after.as_str()),
+            SyncTrigger::Push,
+        )
+        .await?
+        {
             Enqueued::New(id) => new_events.push(id),
             Enqueued::Existing(id) => existing_events.push(id),
         }

@@ -2,11 +2,11 @@
 //! `repository`) to connectors and targets, inside the delivery's write unit.
 
 use super::dialect::Dialect;
-use super::enqueue::{cancel_pending, enqueue, Enqueued, Trigger};
+use super::enqueue::{cancel_pending, enqueue, Enqueued};
 use super::ingest::{Applied, Ctx, TargetRef, TARGET_REF_SELECT};
 use crate::ingress::dispatch::*;
 use crate::store::models::*;
-use crate::store::Result;
+use crate::store::{Result, StoreError};
 use sqlx::AnyConnection;
 
 pub(super) async fn apply_installation(
@@ -15,18 +15,20 @@ pub(super) async fn apply_installation(
     p: &InstallationPlan,
 ) -> Result<Applied> {
     let status = match p.action {
-        InstallationAction::Deleted => "deleted",
-        InstallationAction::Suspend => "suspended",
-        InstallationAction::Created | InstallationAction::Unsuspend => "active",
-        InstallationAction::NewPermissionsAccepted => "", // unchanged
+        InstallationAction::Deleted => Some(ConnectorStatus::Deleted),
+        InstallationAction::Suspend => Some(ConnectorStatus::Suspended),
+        InstallationAction::Created | InstallationAction::Unsuspend => {
+            Some(ConnectorStatus::Active)
+        }
+        InstallationAction::NewPermissionsAccepted => None, // unchanged
     };
     let permissions = p.permissions.as_ref().map(|v| v.to_string());
     let connector_id: String = sqlx::query_scalar(
         "INSERT INTO connector_instance (id, installation_id, account_login, status, repository_selection, \
-         permissions, created_at, updated_at) VALUES ($1, $2, $3, coalesce(nullif($4, ''), 'active'), $5, $6, $7, $7) \
+         permissions, created_at, updated_at) VALUES ($1, $2, $3, coalesce($4, 'active'), $5, $6, $7, $7) \
          ON CONFLICT (installation_id) DO UPDATE SET \
            account_login = coalesce(excluded.account_login, connector_instance.account_login), \
-           status = coalesce(nullif($4, ''), connector_instance.status), \
+           status = coalesce($4, connector_instance.status), \
            repository_selection = coalesce(excluded.repository_selection, connector_instance.repository_selection), \
            permissions = coalesce(excluded.permissions, connector_instance.permissions), \
            updated_at = excluded.updated_at \
@@ -35,7 +37,7 @@ pub(super) async fn apply_installation(
     .bind(new_id("con"))
     .bind(p.installation_id)
     .bind(&p.account_login)
-    .bind(status)
+    .bind(status.map(ConnectorStatus::as_str))
     .bind(&p.repository_selection)
     .bind(permissions)
     .bind(ctx.now)
@@ -48,14 +50,15 @@ pub(super) async fn apply_installation(
             let ids = set_target_status(
                 conn,
                 &connector_id,
-                "status IN ('active', 'inaccessible')",
-                "inactive",
+                &[TargetStatus::Active, TargetStatus::Inaccessible],
+                None,
+                TargetStatus::Inactive,
                 None,
                 ctx.now,
             )
             .await?;
             for id in ids {
-                cancel_pending(conn, &id, "cancelled", ctx.now).await?;
+                cancel_pending(conn, &id, SyncStatus::Cancelled, ctx.now).await?;
             }
         }
         InstallationAction::Created => {
@@ -63,8 +66,9 @@ pub(super) async fn apply_installation(
             let ids = set_target_status(
                 conn,
                 &connector_id,
-                "status = 'inactive'",
-                "active",
+                &[TargetStatus::Inactive],
+                None,
+                TargetStatus::Active,
                 None,
                 ctx.now,
             )
@@ -90,31 +94,31 @@ pub(super) async fn apply_installation_repositories(
         return Ok(Applied::ignored("untracked_installation"));
     };
     let mut changed = false;
-    let removed = repo_match_clause(&p.removed);
     if !p.removed.is_empty() {
         let ids = set_target_status(
             conn,
             &connector_id,
-            &format!("status = 'active' AND {removed}"),
-            "inaccessible",
-            Some("inaccessible"),
+            &[TargetStatus::Active],
+            Some(p.removed.as_slice()),
+            TargetStatus::Inaccessible,
+            Some(TargetHealth::Inaccessible),
             ctx.now,
         )
         .await?;
         for id in &ids {
-            cancel_pending(conn, id, "cancelled", ctx.now).await?;
+            cancel_pending(conn, id, SyncStatus::Cancelled, ctx.now).await?;
         }
         changed |= !ids.is_empty();
     }
     let mut events = vec![];
     if !p.added.is_empty() {
-        let added = repo_match_clause(&p.added);
         let ids = set_target_status(
             conn,
             &connector_id,
-            &format!("status = 'inaccessible' AND {added}"),
-            "active",
-            Some("pending"),
+            &[TargetStatus::Inaccessible],
+            Some(p.added.as_slice()),
+            TargetStatus::Active,
+            Some(TargetHealth::Pending),
             ctx.now,
         )
         .await?;
@@ -124,48 +128,57 @@ pub(super) async fn apply_installation_repositories(
     Ok(Applied::accepted_if(changed, events))
 }
 
-/// `(repository_id IN (...) OR (repository_id IS NULL AND lower(name) IN (...)))`
-/// built from integers and JSON-quoted names only, so nothing from the payload
-/// reaches SQL unescaped.
-fn repo_match_clause(repos: &[RepoRef]) -> String {
-    let ids: Vec<String> = repos.iter().map(|r| r.id.to_string()).collect();
-    let names: Vec<String> = repos
-        .iter()
-        .filter_map(|r| r.full_name.as_ref())
-        .map(|n| format!("'{}'", n.to_lowercase().replace('\'', "''")))
-        .collect();
-    let names = if names.is_empty() {
-        "NULL".to_owned()
-    } else {
-        names.join(", ")
-    };
-    format!(
-        "(repository_id IN ({}) OR (repository_id IS NULL AND lower(repository_full_name) IN ({names})))",
-        if ids.is_empty() { "NULL".to_owned() } else { ids.join(", ") }
-    )
-}
-
-/// Moves the connector's targets matching `condition` to `status` (and
-/// optionally `health`), returning their ids.
+/// Moves the connector's targets that are in one of the `from` states (and,
+/// with `repos`, are one of those repositories: by id, or by name for targets
+/// added before their id was known) to `status` (and optionally `health`),
+/// returning their ids. Every value is bound: repository names come from the
+/// payload and may hold anything, NUL included.
 async fn set_target_status(
     conn: &mut AnyConnection,
     connector_id: &str,
-    condition: &str,
-    status: &str,
-    health: Option<&str>,
+    from: &[TargetStatus],
+    repos: Option<&[RepoRef]>,
+    status: TargetStatus,
+    health: Option<TargetHealth>,
     now: Millis,
 ) -> Result<Vec<String>> {
+    let d = Dialect::of(conn);
+    let repos = repos.unwrap_or_default();
+    let ids: Vec<i64> = repos.iter().map(|r| r.id).collect();
+    let names: Vec<String> = repos
+        .iter()
+        .filter_map(|r| r.full_name.as_ref())
+        // No stored name holds a NUL (PostgreSQL text cannot, and target
+        // names are validated), and PostgreSQL refuses to turn a JSON `\u0000`
+        // into text: such a name matches nothing, so it is not sent.
+        .filter(|n| !n.contains('\0'))
+        .map(|n| n.to_lowercase())
+        .collect();
     let sql = format!(
         "UPDATE connector_target SET status = $1, health = coalesce($2, health), updated_at = $3 \
-         WHERE connector_id = $4 AND {condition} RETURNING id"
+         WHERE connector_id = $4 AND status IN ({from}) \
+         AND ($5 = 0 OR repository_id IN ({ids}) \
+              OR (repository_id IS NULL AND lower(repository_full_name) IN ({names}))) RETURNING id",
+        from = d.json_strings(6),
+        ids = d.json_ints(7),
+        names = d.json_strings(8),
     );
     Ok(sqlx::query_scalar(&sql)
-        .bind(status)
-        .bind(health)
+        .bind(status.as_str())
+        .bind(health.map(TargetHealth::as_str))
         .bind(now)
         .bind(connector_id)
+        .bind(i64::from(!repos.is_empty()))
+        .bind(json_list(from)?)
+        .bind(json_list(&ids)?)
+        .bind(json_list(&names)?)
         .fetch_all(&mut *conn)
         .await?)
+}
+
+/// A list bound as one JSON array parameter (see [`Dialect::json_strings`]).
+fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String> {
+    serde_json::to_string(items).map_err(|e| StoreError::Internal(e.into()))
 }
 
 async fn resync(
@@ -180,7 +193,7 @@ async fn resync(
             .fetch_one(&mut *conn)
             .await?;
         let (Enqueued::New(e) | Enqueued::Existing(e)) =
-            enqueue(conn, ctx, &t, None, Trigger::Resync).await?;
+            enqueue(conn, ctx, &t, None, SyncTrigger::Resync).await?;
         events.push(e);
     }
     Ok(events)
@@ -228,7 +241,7 @@ pub(super) async fn apply_repository(
             .execute(&mut *conn)
             .await?;
             for id in &ids {
-                cancel_pending(conn, id, "cancelled", now).await?;
+                cancel_pending(conn, id, SyncStatus::Cancelled, now).await?;
             }
         }
     }

@@ -295,13 +295,13 @@ impl Store for SqlStore {
         Ok(n)
     }
 
-    async fn sync_event_counts(&self) -> Result<Vec<(String, i64)>> {
+    async fn sync_event_counts(&self) -> Result<Vec<(SyncStatus, i64)>> {
         let rows =
             sqlx::query("SELECT status, count(*) AS n FROM connector_sync_event GROUP BY status")
                 .fetch_all(&self.read)
                 .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .map(|r| Ok((admin::state(r, "status")?, r.try_get("n")?)))
             .collect()
     }
 

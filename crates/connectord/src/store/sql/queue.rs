@@ -103,7 +103,7 @@ pub async fn complete(
          updated_count = $4, deleted_count = $5, skipped_count = $6, skipped_reasons = $7, failures = $8, \
          completed_at = $9, last_error = NULL WHERE id = $10",
     )
-    .bind(if complete { "completed" } else { "partial" })
+    .bind(if complete { SyncStatus::Completed } else { SyncStatus::Partial }.as_str())
     .bind(&head)
     .bind(result.counts.created)
     .bind(result.counts.updated)

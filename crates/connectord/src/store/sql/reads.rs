@@ -87,7 +87,7 @@ pub async fn list_sync_events(
          AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
     )
     .bind(&f.target_id)
-    .bind(&f.status)
+    .bind(f.status.map(SyncStatus::as_str))
     .bind(&p.cursor)
     .bind(limit_plus_one(p))
     .fetch_all(pool)

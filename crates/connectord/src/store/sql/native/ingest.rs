@@ -128,7 +128,7 @@ impl Ctx<'_> {
         let mut reasons = vec![];
         for t in on_branch {
             if p.deleted {
-                self.finish_pending(&t.id, None, "cancelled")?;
+                self.finish_pending(&t.id, None, SyncStatus::Cancelled)?;
                 self.record_push(&t.id, p.before.as_str(), ZERO_SHA)?;
                 self.conn
                     .prepare_cached(
@@ -261,7 +261,7 @@ impl Ctx<'_> {
     /// an unfinished job for it exists (the partial unique index
     /// `sync_job_dedupe` decides, with `ON CONFLICT DO NOTHING`).
     fn enqueue_push(&self, target: &TargetRef, head: &str) -> Result<Enqueued> {
-        self.finish_pending(&target.id, Some(head), "superseded")?;
+        self.finish_pending(&target.id, Some(head), SyncStatus::Superseded)?;
         let event_id = new_id("sev");
         let job_id = new_id("job");
         let git_ref = format!("refs/heads/{}", target.branch);
@@ -320,7 +320,12 @@ impl Ctx<'_> {
 
     /// As `enqueue::finish_pending`: finishes the target's not-started jobs
     /// with `status`, except (with `keep_head`) those for that head.
-    fn finish_pending(&self, target_id: &str, keep_head: Option<&str>, status: &str) -> Result<()> {
+    fn finish_pending(
+        &self,
+        target_id: &str,
+        keep_head: Option<&str>,
+        status: SyncStatus,
+    ) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE sync_job SET state = 'finished', finished_at = ?1, lease_owner = NULL \
              WHERE target_id = ?2 AND state IN ('available', 'retryable') \
@@ -337,7 +342,7 @@ impl Ctx<'_> {
                     "UPDATE connector_sync_event SET status = ?1, completed_at = ?2, \
                      next_attempt_at = NULL WHERE id = ?3",
                 )?
-                .execute(params![status, self.now, event])?;
+                .execute(params![status.as_str(), self.now, event])?;
         }
         Ok(())
     }
