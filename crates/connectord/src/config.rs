@@ -213,7 +213,8 @@ pub struct StoreArgs {
     pub data_dir: PathBuf,
     /// `sqlite://PATH` (created if missing) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`
     /// (migrated at start). Default: sqlite://<data-dir>/connectord.db
-    #[arg(long, env = "CONNECTORD_DATABASE_URL")]
+    // The URL may carry a password: never shown by `--help`.
+    #[arg(long, env = "CONNECTORD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// PostgreSQL connections this process may open (plus one for LISTEN).
     #[arg(

@@ -49,7 +49,8 @@ pub fn read(path: &Path) -> anyhow::Result<Option<String>> {
 
 fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::private_fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -12,6 +12,7 @@ use crate::github::reconciler::GithubReconciler;
 use crate::github::GithubAppConfig;
 use crate::ingress::body::WebhookLimits;
 use crate::ingress::signature::WebhookSecrets;
+pub use crate::store::database_url::{check_database_url, redact_url};
 use crate::store::models::SyncStatus;
 use crate::store::sql::SqlStore;
 use crate::store::Store;
@@ -280,34 +281,6 @@ fn github_reconciler(
         store,
         gh.tarball_threshold,
     )))
-}
-
-/// The URL schemes this build can open.
-pub fn check_database_url(database_url: &str) -> anyhow::Result<()> {
-    if database_url.starts_with("sqlite:")
-        || crate::store::sql::postgres::is_postgres_url(database_url)
-    {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "unsupported --database-url `{}`: use sqlite://PATH or postgres://USER@HOST/DB",
-            redact_url(database_url)
-        )
-    }
-}
-
-/// The URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 pub async fn open_store(

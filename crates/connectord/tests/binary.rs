@@ -107,6 +107,12 @@ async fn first_start_generates_private_secrets_reuses_them_and_configured_secret
     {
         assert_eq!(mode(&secret_path), 0o600, "webhook-secret mode");
         assert_eq!(mode(&token_path), 0o600, "admin-token mode");
+        // Raw delivery bodies and documents live in the database: only the
+        // service's user may read it, its WAL or its shared memory.
+        assert_eq!(mode(&data), 0o700, "data directory mode");
+        for f in ["connectord.db", "connectord.db-wal", "connectord.db-shm"] {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f} mode");
+        }
     }
     let log = first.log_text();
     assert!(
@@ -694,4 +700,52 @@ async fn bad_configuration_exits_non_zero_with_a_clear_message() {
         "the message does not name the address: {listen:?}"
     );
     listen.assert_no_panic();
+}
+
+/// A database URL's password is never printed: not by `--help` (clap shows
+/// environment values unless told not to), not in an error message, whether
+/// it is in the user info or a `password` query parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_password_appears_in_no_help_and_no_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let help = run(
+        work,
+        &["serve", "--help"],
+        &[("CONNECTORD_DATABASE_URL", "postgres://app:hunter2@db/x")],
+    )
+    .await;
+    assert!(help.status.success(), "{help:?}");
+    assert!(help.stdout.contains("CONNECTORD_DATABASE_URL"), "{help:?}");
+    assert!(
+        !help.stdout.contains("hunter2"),
+        "--help shows the password: {help:?}"
+    );
+
+    let data = work.join("data");
+    let bad = run(
+        work,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str_arg(&data),
+        ],
+        &[(
+            "CONNECTORD_DATABASE_URL",
+            "postgres://app@127.0.0.1:1/x?connect_timeout=1&password=hunter2",
+        )],
+    )
+    .await;
+    assert!(!bad.status.success(), "{bad:?}");
+    assert!(
+        bad.stderr.contains("password=***"),
+        "the URL is not named: {bad:?}"
+    );
+    assert!(
+        !bad.stderr.contains("hunter2"),
+        "an error shows the password: {bad:?}"
+    );
+    bad.assert_no_panic();
 }

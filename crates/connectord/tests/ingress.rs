@@ -503,6 +503,14 @@ async fn bad_inputs_are_refused_with_their_status_and_leave_no_record() {
             StatusCode::BAD_REQUEST,
             None,
         ),
+        case(
+            "X-GitHub-Event not ASCII (not the same as missing)",
+            "d-utf8event",
+            with(&push_headers("d-utf8event"), "x-github-event", "püsh"),
+            push.clone(),
+            StatusCode::BAD_REQUEST,
+            Some("the X-GitHub-Event header is not plain ASCII text"),
+        ),
     ];
 
     for c in &cases {
@@ -674,6 +682,23 @@ async fn during_secret_rotation_both_current_and_previous_secrets_verify_but_no_
         let (status, body) = app.get(&format!("/v1/admin/deliveries/{d}")).await;
         assert_eq!(status, StatusCode::OK, "{d}: {body}");
         assert_eq!(body["outcome"], "accepted", "{d}");
+    }
+    // Which secret verified is counted, so a rotation ends on evidence.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for slot in ["current", "previous"] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with("connectord_webhook_verified_total")
+                && l.contains(&format!("secret=\"{slot}\""))),
+            "no verified count for the {slot} secret:\n{metrics}"
+        );
     }
     app.stop().await;
 }

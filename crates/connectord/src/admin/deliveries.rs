@@ -55,9 +55,10 @@ pub async fn replay_delivery(
         .await
         .or_not_found("delivery")?;
     let delivery = VerifiedDelivery {
-        event: Some(&stored.event),
+        event: Some(stored.event.as_str()).into(),
         // The store numbers the replay (`<id>:replay:<n>`) inside its write.
-        delivery_id: Some(&id),
+        delivery_id: Some(id.as_str()).into(),
+        secret: None,
         content_type: Some(&stored.content_type),
         hook_id: stored.hook_id,
         hook_installation_target_id: stored.hook_installation_target_id,

@@ -5,6 +5,7 @@
 
 use super::dispatch::{dispatch, fields_for};
 use super::envelope::{decode_payload, BodyEncoding, GithubWebhookEnvelope};
+use super::signature::SecretSlot;
 use crate::domain::{DeliveryId, EventName};
 use crate::startup::AppState;
 use crate::store::models::{IngestOutcome, NewDelivery, Outcome};
@@ -76,11 +77,48 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A header dispatch depends on: absent, or present but not plain visible
+/// ASCII (which no GitHub header is) are different mistakes, told apart.
+#[derive(Debug, Clone, Copy)]
+pub enum HeaderText<'a> {
+    Missing,
+    NotText,
+    Text(&'a str),
+}
+
+impl<'a> HeaderText<'a> {
+    pub fn of(headers: &'a HeaderMap, name: &str) -> Self {
+        match headers.get(name).map(|v| v.to_str()) {
+            None => HeaderText::Missing,
+            Some(Err(_)) => HeaderText::NotText,
+            Some(Ok(v)) => HeaderText::Text(v),
+        }
+    }
+
+    fn require(self, name: &str) -> Result<&'a str, IngressError> {
+        match self {
+            HeaderText::Text(v) => Ok(v),
+            HeaderText::Missing => Err(IngressError::BadRequest(format!("missing {name} header"))),
+            HeaderText::NotText => Err(IngressError::BadRequest(format!(
+                "the {name} header is not plain ASCII text"
+            ))),
+        }
+    }
+}
+
+impl<'a> From<Option<&'a str>> for HeaderText<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        v.map_or(HeaderText::Missing, HeaderText::Text)
+    }
+}
+
 /// A delivery as received, after its signature matched (or, for a replay,
 /// as recorded).
 pub struct VerifiedDelivery<'a> {
-    pub event: Option<&'a str>,
-    pub delivery_id: Option<&'a str>,
+    pub event: HeaderText<'a>,
+    pub delivery_id: HeaderText<'a>,
+    /// The secret that verified it (`None` for a replay of a recorded body).
+    pub secret: Option<SecretSlot>,
     pub content_type: Option<&'a str>,
     pub hook_id: Option<String>,
     pub hook_installation_target_id: Option<String>,
@@ -102,15 +140,21 @@ pub async fn github_webhook_ingress(
     let _charge = received.charge;
     let body = received.bytes;
     let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
-    if let Err(e) = received.verifier.finish(signature) {
-        metrics::counter!("connectord_webhook_signature_failures_total", "reason" => e.message())
-            .increment(1);
-        log_rejection(e.message(), header(&headers, "x-github-delivery"));
-        return (StatusCode::UNAUTHORIZED, e.message()).into_response();
-    }
+    let secret = match received.verifier.finish(signature) {
+        Ok(i) => SecretSlot::from_index(i),
+        Err(e) => {
+            metrics::counter!("connectord_webhook_signature_failures_total", "reason" => e.message())
+                .increment(1);
+            log_rejection(e.message(), header(&headers, "x-github-delivery"));
+            return (StatusCode::UNAUTHORIZED, e.message()).into_response();
+        }
+    };
+    metrics::counter!("connectord_webhook_verified_total", "secret" => secret.as_str())
+        .increment(1);
     let delivery = VerifiedDelivery {
-        event: header(&headers, "x-github-event"),
-        delivery_id: header(&headers, "x-github-delivery"),
+        event: HeaderText::of(&headers, "x-github-event"),
+        delivery_id: HeaderText::of(&headers, "x-github-delivery"),
+        secret: Some(secret),
         content_type: header(&headers, "content-type"),
         hook_id: header(&headers, "x-github-hook-id").map(str::to_owned),
         hook_installation_target_id: header(&headers, "x-github-hook-installation-target-id")
@@ -167,14 +211,11 @@ pub async fn process(
     app: &AppState,
     d: VerifiedDelivery<'_>,
 ) -> Result<IngestOutcome, IngressError> {
-    let event = d
-        .event
-        .ok_or_else(|| IngressError::BadRequest("missing X-GitHub-Event header".into()))?;
+    let event = d.event.require("X-GitHub-Event")?;
     let event = EventName::parse(event).map_err(|e| IngressError::BadRequest(e.0))?;
-    let delivery_id = d
-        .delivery_id
-        .ok_or_else(|| IngressError::BadRequest("missing X-GitHub-Delivery header".into()))?;
+    let delivery_id = d.delivery_id.require("X-GitHub-Delivery")?;
     let delivery_id = DeliveryId::parse(delivery_id).map_err(|e| IngressError::BadRequest(e.0))?;
+    let d_secret = d.secret;
     let encoding = BodyEncoding::from_content_type(d.content_type);
     let payload =
         decode_payload(&d.body, encoding, fields_for(&event)).map_err(IngressError::BadRequest)?;
@@ -203,6 +244,7 @@ pub async fn process(
     // line holds (`connectord deliveries list`), and a line per request is a
     // real cost at thousands of deliveries a second.
     tracing::debug!(delivery = %envelope.delivery_id, event = envelope.event.as_str(), action = ?envelope.action,
-        outcome = label, reason = ?outcome.reason, sync_events = outcome.sync_event_ids.len(), "delivery recorded");
+        outcome = label, reason = ?outcome.reason, sync_events = outcome.sync_event_ids.len(),
+        secret = d_secret.map(SecretSlot::as_str), "delivery recorded");
     Ok(outcome)
 }

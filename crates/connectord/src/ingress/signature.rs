@@ -25,6 +25,32 @@ impl SignatureError {
     }
 }
 
+/// Which configured secret verified a delivery: the evidence a rotation
+/// needs (once nothing arrives signed with `previous`, it can be dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSlot {
+    Current,
+    Previous,
+}
+
+impl SecretSlot {
+    /// From the index [`WebhookSecrets::verify`] answers.
+    pub fn from_index(i: usize) -> Self {
+        if i == 0 {
+            SecretSlot::Current
+        } else {
+            SecretSlot::Previous
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretSlot::Current => "current",
+            SecretSlot::Previous => "previous",
+        }
+    }
+}
+
 /// The webhook secrets in force: the current one and, during a rotation, the previous one.
 #[derive(Clone)]
 pub struct WebhookSecrets {

@@ -3,6 +3,7 @@
 //! Everything that must be atomic is one trait method, so a backend can keep
 //! its transaction discipline to itself.
 
+pub mod database_url;
 pub mod models;
 pub mod sql;
 pub mod states;

@@ -3,6 +3,7 @@
 //! commit, and a pool of read connections.
 
 use super::{native, Backend, SqlStore};
+use crate::private_fs;
 use crate::store::{Result, StoreError, StoreOptions};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -36,15 +37,30 @@ fn any_options(url: &str) -> Result<AnyConnectOptions> {
     Ok(opts.log_statements(tracing::log::LevelFilter::Trace))
 }
 
-/// Creates the file's directory, so `sqlite://data/x.db` works on a fresh machine.
-fn ensure_parent_dir(opts: &SqliteConnectOptions) -> Result<()> {
+/// Creates the file's directory, so `sqlite://data/x.db` works on a fresh
+/// machine, and the database file itself, both private (see
+/// [`crate::private_fs`]): the database holds raw delivery bodies and
+/// documents. A database an earlier version left readable by others is
+/// narrowed to 0600, with its `-wal` and `-shm`.
+fn ensure_private_file(opts: &SqliteConnectOptions) -> Result<()> {
     let path = opts.get_filename();
-    if path != Path::new(":memory:") {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+    if path == Path::new(":memory:") {
+        return Ok(());
+    }
+    let unavailable = |what: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        private_fs::create_dir_all(dir).map_err(|e| unavailable(dir, e))?;
+    }
+    let mut narrowed = private_fs::ensure_private_file(path).map_err(|e| unavailable(path, e))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        narrowed |= private_fs::narrow(Path::new(&side)).map_err(|e| unavailable(path, e))?;
+    }
+    if narrowed {
+        tracing::warn!(path = %path.display(), "the database was readable by other users; it is now 0600");
     }
     Ok(())
 }
@@ -53,7 +69,7 @@ fn ensure_parent_dir(opts: &SqliteConnectOptions) -> Result<()> {
 /// file, so every later connection has it) and applies the embedded migrations.
 pub async fn migrate(url: &str) -> Result<()> {
     let opts = native_options(url)?.create_if_missing(true);
-    ensure_parent_dir(&opts)?;
+    ensure_private_file(&opts)?;
     let mut conn = SqliteConnection::connect_with(&opts).await?;
     MIGRATOR
         .run(&mut conn)
