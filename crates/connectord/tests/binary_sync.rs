@@ -594,3 +594,128 @@ async fn serve_refuses_an_app_id_without_a_private_key() {
     );
     out.assert_no_panic();
 }
+
+/// A whole run at `RUST_LOG=trace` (the sqlx statements, reqwest and hyper
+/// included) leaves no secret in the log: not the webhook secret, the admin
+/// token, the App's private key, an installation token (`ghs_…`), a JWT
+/// (`eyJ…`), nor the database password. On PostgreSQL when the tests have one
+/// (under CI always), with a password in the URL (trust auth ignores it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_at_trace_level_logs_no_secret() {
+    const DB_PASSWORD: &str = "db-password-in-the-url-5e3c";
+    let fake = FakeGitHub::start(APP_ID, TEST_APP_PUBLIC_KEY_PEM).await;
+    fake.add_installation(INSTALLATION);
+    let repo = fake.add_repo(REPO, REPO_ID, INSTALLATION);
+    repo.write("README.md", b"# Docs\n");
+    let first = repo.commit("first");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let key_path = work.join("app-key.pem");
+    std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
+    let database_url = match common::backend::postgres_url() {
+        Some(_) => common::backend::fresh_schema().await.replacen(
+            "://postgres@",
+            &format!("://postgres:{DB_PASSWORD}@"),
+            1,
+        ),
+        None => format!("sqlite://{}", data.join("connectord.db").display()),
+    };
+    let app_id = APP_ID.to_string();
+    let api_url = fake.base_url();
+    let mut server = Server::start_within(
+        work,
+        &data,
+        &[],
+        &[
+            ("GITHUB_CONNECTOR_APP_ID", app_id.as_str()),
+            ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&key_path)),
+            ("GITHUB_API_URL", api_url.as_str()),
+            ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("CONNECTORD_DATABASE_URL", database_url.as_str()),
+            ("RUST_LOG", "trace"),
+        ],
+        STARTUP,
+    )
+    .await;
+    let cli = Cli::new(work, &server, &data);
+    let (_target, initial) = cli.track(INSTALLATION).await;
+    wait_completed(&cli, &mut server, &initial).await;
+
+    // A push through the CLI (signed with the secret), and a wrongly signed one.
+    repo.write("README.md", b"# Docs, again\n");
+    let second = repo.commit("second");
+    let payload_path = work.join("push.json");
+    std::fs::write(
+        &payload_path,
+        serde_json::to_vec(&push_payload(&first, &second)).unwrap(),
+    )
+    .unwrap();
+    let webhook = server.webhook_url();
+    let deliver = cli
+        .run(&[
+            "deliver",
+            "--event",
+            "push",
+            "--payload",
+            str_arg(&payload_path),
+            "--url",
+            &webhook,
+            "--delivery-id",
+            "trace-push-1",
+        ])
+        .await;
+    let (line, answer) = deliver.status_line_and_body();
+    assert_eq!(line, "202 Accepted", "{}", deliver.text());
+    let push_event = answer["syncEventIds"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no sync event: {answer}"))
+        .to_owned();
+    wait_completed(&cli, &mut server, &push_event).await;
+    let bad = reqwest::Client::new()
+        .post(&webhook)
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "trace-bad")
+        .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+        .body("{}")
+        .send()
+        .await
+        .expect("a wrongly signed request");
+    assert_eq!(bad.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert!(
+        fake.tokens_issued() > 0,
+        "the run minted no installation token, so the check below proves nothing"
+    );
+
+    let log = server.log_text();
+    assert!(
+        log.lines().count() > 100 && log.contains("TRACE"),
+        "not a trace-level log:\n{}",
+        &log[..log.len().min(2000)]
+    );
+    let key_lines: Vec<&str> = TEST_APP_PRIVATE_KEY_PEM
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .collect();
+    assert!(!key_lines.is_empty());
+    let mut leaks = vec![];
+    for (what, needle) in [
+        ("the webhook secret", WEBHOOK_SECRET),
+        ("the admin token", ADMIN_TOKEN),
+        ("the database password", DB_PASSWORD),
+        ("an installation token", "ghs_"),
+        ("a JWT", "eyJ"),
+    ] {
+        if log.contains(needle) {
+            leaks.push(what);
+        }
+    }
+    if key_lines.iter().any(|l| log.contains(l)) {
+        leaks.push("the private key");
+    }
+    assert!(leaks.is_empty(), "the trace log holds {leaks:?}");
+    drop(server);
+    drop(fake);
+}
