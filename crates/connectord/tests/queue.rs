@@ -695,6 +695,55 @@ async fn transient_errors_fail_the_event_after_max_attempts() {
 }
 }
 
+conformance! {
+#[tokio::test]
+async fn a_sync_that_panics_is_retried_and_its_worker_keeps_working() {
+    let rec = for_pushes(|job, n| {
+        if n == 1 {
+            panic!("index out of bounds in a test reconciler");
+        }
+        ok_at(job)
+    });
+    let mut opts = with_reconciler(rec.clone());
+    opts.worker.concurrency = 1;
+    let app = spawn_app_with(opts).await;
+    let (_, _, initial) = tracked(&app, 13, 130).await;
+    app.wait_for_status(&initial, "completed").await;
+
+    let ev = push_accepted(&app, "panic-1", 13, 130, &sha('1'), &sha('a')).await;
+    let done = app.wait_for_status(&ev, "completed").await;
+    assert_eq!(done["attempts"], 2, "the panic used one attempt: {done}");
+    assert_eq!(calls_for_event(&rec, &ev), 2);
+    // The only worker slot is still there: the next push runs too.
+    let next = push_accepted(&app, "panic-2", 13, 130, &sha('a'), &sha('b')).await;
+    app.wait_for_status(&next, "completed").await;
+    app.stop().await;
+}
+}
+
+conformance! {
+#[tokio::test]
+async fn a_sync_that_always_panics_fails_after_max_attempts_with_a_message() {
+    let rec = for_pushes(|_, _| panic!("always"));
+    let mut opts = with_reconciler(rec.clone());
+    opts.worker.retry.max_attempts = 2;
+    let app = spawn_app_with(opts).await;
+    let (_, _, initial) = tracked(&app, 14, 140).await;
+    app.wait_for_status(&initial, "completed").await;
+
+    let ev = push_accepted(&app, "panic-3", 14, 140, &sha('1'), &sha('a')).await;
+    let failed = app.wait_for_status(&ev, "failed").await;
+    assert_eq!(failed["attempts"], 2, "{failed}");
+    assert!(
+        failed["lastError"]
+            .as_str()
+            .is_some_and(|m| m.contains("panic") && m.contains("always")),
+        "{failed}"
+    );
+    app.stop().await;
+}
+}
+
 // --- 9. permanent errors -----------------------------------------------------------------
 
 conformance! {

@@ -6,6 +6,8 @@ use super::{ReconcileError, Reconciler};
 use crate::store::models::{now_ms, ClaimedJob, FailureHealth};
 use crate::store::Store;
 use crate::sync::policy::{LeasePolicy, RetryPolicy};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -67,7 +69,7 @@ impl WorkerPool {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..this.settings.concurrency.max(1) {
             let (w, s) = (this.clone(), shutdown.clone());
-            tasks.spawn(async move { w.work(i, s).await });
+            tasks.spawn(async move { w.supervise(i, s).await });
         }
         let (w, s) = (this.clone(), shutdown.clone());
         tasks.spawn(async move { w.rescue(s).await });
@@ -89,6 +91,28 @@ impl WorkerPool {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Keeps slot `slot` working: a panic outside a job (a job's own panic
+    /// is caught in [`Self::run_job`]) would otherwise take the slot away for
+    /// the life of the process, one fewer worker each time.
+    async fn supervise(self: Arc<Self>, slot: usize, shutdown: CancellationToken) {
+        loop {
+            let (w, s) = (self.clone(), shutdown.clone());
+            match tokio::spawn(async move { w.work(slot, s).await }).await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() && !shutdown.is_cancelled() => {
+                    metrics::counter!("connectord_worker_restarts_total").increment(1);
+                    tracing::error!(slot, "a worker slot panicked; starting it again");
+                    // Not in a tight loop if it panics at once again.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                    }
+                }
+                Err(_) => return,
             }
         }
     }
@@ -135,7 +159,24 @@ impl WorkerPool {
     async fn run_job(&self, job: ClaimedJob, shutdown: &CancellationToken) {
         let started = Instant::now();
         let outcome = {
-            let reconcile = self.reconciler.reconcile(&job);
+            // A panic in a sync is that job's failure (retried with backoff
+            // like any transient error, and final after the last attempt),
+            // never the worker's: it is caught here and recorded.
+            let reconcile = AssertUnwindSafe(self.reconciler.reconcile(&job))
+                .catch_unwind()
+                .map(|r| {
+                    r.unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "no message".into());
+                        tracing::error!(panic = %what, "the sync panicked");
+                        Err(ReconcileError::Transient(format!(
+                            "the sync stopped on an internal error (a panic: {what})"
+                        )))
+                    })
+                });
             tokio::pin!(reconcile);
             let heartbeat = self.heartbeat(&job);
             tokio::pin!(heartbeat);
