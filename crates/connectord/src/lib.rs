@@ -13,6 +13,7 @@ pub mod edge;
 pub mod error;
 pub mod github;
 pub mod ingress;
+pub mod retry;
 pub mod secrets;
 pub mod shutdown;
 pub mod startup;

@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use connectord::github::GithubAppConfig;
+use connectord::github::{FetchSettings, GithubAppConfig};
 use fake_github::{
     Endpoint, FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
 };
@@ -27,8 +27,6 @@ use std::time::Duration;
 
 const APP_ID: i64 = 4242;
 const REPO: &str = "octo/docs";
-/// The CLI's default: above this many files to download, one tarball.
-const TARBALL_THRESHOLD: usize = 64;
 const FINAL: &[&str] = &["completed", "partial", "failed", "superseded", "cancelled"];
 /// The first line of every Git LFS pointer file (the LFS spec).
 const LFS_VERSION_LINE: &[u8] = b"version https://git-lfs.github.com/spec/v1\n";
@@ -46,7 +44,7 @@ fn github_config(api_url: String) -> GithubAppConfig {
         app_id: APP_ID,
         private_key_pem: TEST_APP_PRIVATE_KEY_PEM.into(),
         api_url,
-        tarball_threshold: TARBALL_THRESHOLD,
+        fetch: FetchSettings::default(),
     }
 }
 

@@ -32,6 +32,7 @@ pub use writer::MAX_BATCH as DEFAULT_WRITE_BATCH;
 use super::models::*;
 use super::{Result, Store, StoreError, StoreOptions, StoredBody};
 use crate::ingress::dispatch::Plan;
+use crate::retry::Backoff;
 use admin::*;
 use async_trait::async_trait;
 use dialect::Dialect;
@@ -285,9 +286,9 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn rescue_expired_leases(&self, now: Millis) -> Result<u64> {
+    async fn rescue_expired_leases(&self, now: Millis, backoff: Backoff) -> Result<u64> {
         let n = self
-            .write(move |c| async move { queue::rescue(c, now).await }.boxed())
+            .write(move |c| async move { queue::rescue(c, now, backoff).await }.boxed())
             .await?;
         if n > 0 {
             self.wake().await;
