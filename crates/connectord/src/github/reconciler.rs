@@ -130,7 +130,7 @@ impl GithubReconciler {
     /// Downloads each distinct blob once, [`BLOB_CONCURRENCY`] at a time,
     /// accepting each as it arrives. A rate limit on any of them stops the
     /// whole sync until the wait is over; other errors stay per file.
-    async fn from_blobs(
+    async fn fetch_blobs(
         &self,
         installation: i64,
         repo: &str,
@@ -200,7 +200,7 @@ impl GithubReconciler {
     /// already used here and tested against GitHub's archives, the bounded
     /// channel gives the back-pressure, and tar's raw mode lets this code,
     /// not the tar reader, decide how much of an extension header to read.
-    async fn from_tarball(
+    async fn fetch_tarball(
         &self,
         installation: i64,
         repo: &str,
@@ -336,11 +336,11 @@ impl Reconciler for GithubReconciler {
             Fetch::Nothing => vec![],
             Fetch::Blobs => plan.fetch.clone(),
             Fetch::Tarball => {
-                self.from_tarball(installation, &repo, &head, &plan, whole_tree, &mut acc)
+                self.fetch_tarball(installation, &repo, &head, &plan, whole_tree, &mut acc)
                     .await?
             }
         };
-        self.from_blobs(installation, &repo, for_blobs, &mut acc)
+        self.fetch_blobs(installation, &repo, for_blobs, &mut acc)
             .await?;
         // Everything stored that the tree no longer backs goes.
         for path in &plan.delete {

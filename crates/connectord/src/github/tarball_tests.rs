@@ -68,11 +68,14 @@ fn want(files: &[(&str, &[u8])]) -> HashMap<String, Expected> {
         .collect()
 }
 
+/// What `extract` handed on: (path, bytes), in order.
+type Delivered = Vec<(String, Vec<u8>)>;
+
 fn run(
     tar_gz: &[u8],
     wanted: &HashMap<String, Expected>,
     limits: Limits,
-) -> (Result<Extracted, ArchiveError>, Vec<(String, Vec<u8>)>) {
+) -> (Result<Extracted, ArchiveError>, Delivered) {
     let mut got = vec![];
     let r = extract(tar_gz, wanted, limits, |p, f| {
         got.push((p, f.into_bytes()));
