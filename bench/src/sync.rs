@@ -8,7 +8,7 @@
 
 use connectord::config::Settings;
 use connectord::domain::{BranchName, PathPrefix, RepoFullName};
-use connectord::github::GithubAppConfig;
+use connectord::github::{FetchMode, FetchSettings, GithubAppConfig};
 use connectord::startup::Application;
 use connectord::store::models::NewTarget;
 use connectord::store::Store;
@@ -59,7 +59,7 @@ async fn wait_final(store: &Arc<dyn Store>, event: &str) -> anyhow::Result<Strin
 async fn app(
     gh: &FakeGitHub,
     dir: &std::path::Path,
-    tarball_threshold: usize,
+    mode: FetchMode,
 ) -> anyhow::Result<(Arc<dyn Store>, tokio_util::sync::CancellationToken)> {
     let settings = Settings {
         role: connectord::config::Role::All,
@@ -80,7 +80,10 @@ async fn app(
             app_id: APP_ID,
             private_key_pem: TEST_APP_PRIVATE_KEY_PEM.into(),
             api_url: gh.base_url(),
-            tarball_threshold,
+            fetch: FetchSettings {
+                mode,
+                ..FetchSettings::default()
+            },
         }),
     };
     let app = Application::build(settings, None).await?;
@@ -140,9 +143,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut results = vec![];
 
-    // (i)-(iii) with the default threshold.
+    // (i)-(iii) with the fetch plan's rule.
     let dir = tempfile::tempdir()?;
-    let (store, token) = app(&gh, dir.path(), 64).await?;
+    let (store, token) = app(&gh, dir.path(), FetchMode::Auto).await?;
     gh.reset_calls();
     let t0 = Instant::now();
     let (target, initial) = add_target(&store).await?;
@@ -192,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
     // the fake is told to report a budget that never runs out.
     gh.set_rate_limit_remaining(1_000_000);
     let dir = tempfile::tempdir()?;
-    let (store, token) = app(&gh, dir.path(), usize::MAX).await?;
+    let (store, token) = app(&gh, dir.path(), FetchMode::Blobs).await?;
     gh.reset_calls();
     let t0 = Instant::now();
     let (_, initial) = add_target(&store).await?;
@@ -215,10 +218,10 @@ async fn main() -> anyhow::Result<()> {
     };
     gh.set_delay("/repos/", Duration::ZERO);
     let (dir_p, dir_t) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let (store_p, token_p) = app(&gh, dir_p.path(), usize::MAX).await?;
+    let (store_p, token_p) = app(&gh, dir_p.path(), FetchMode::Blobs).await?;
     let (target_p, initial_p) = add_target(&store_p).await?;
     wait_final(&store_p, &initial_p).await?;
-    let (store_t, token_t) = app(&gh, dir_t.path(), 0).await?;
+    let (store_t, token_t) = app(&gh, dir_t.path(), FetchMode::Tarball).await?;
     let (target_t, initial_t) = add_target(&store_t).await?;
     wait_final(&store_t, &initial_t).await?;
     gh.set_delay("/repos/", sweep_latency);

@@ -13,7 +13,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use fake_github::{Endpoint, FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
+use fake_github::{
+    Endpoint, FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -67,10 +69,14 @@ enum What {
 /// Text a documentation page might hold: compressible like prose, distinct per file.
 fn page(i: usize, bytes: usize) -> Vec<u8> {
     let mut s = format!("# Page {i}\n\n");
-    let words = ["the", "sync", "keeps", "content", "in", "step", "with", "git", "and", "every"];
+    let words = [
+        "the", "sync", "keeps", "content", "in", "step", "with", "git", "and", "every",
+    ];
     let mut n = i;
     while s.len() < bytes {
-        n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         s.push_str(words[(n >> 33) as usize % words.len()]);
         s.push(if (n >> 20) % 13 == 0 { '\n' } else { ' ' });
     }
@@ -103,7 +109,9 @@ impl Serve {
         let dir = tempfile::tempdir()?;
         let key = dir.path().join("key.pem");
         std::fs::write(&key, TEST_APP_PRIVATE_KEY_PEM)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = tokio::process::Command::new(bin)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -125,7 +133,13 @@ impl Serve {
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while s.http.get(format!("{}/readyz", s.base)).send().await.map(|r| r.status().is_success()) != Ok(true) {
+        while !s
+            .http
+            .get(format!("{}/readyz", s.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             anyhow::ensure!(Instant::now() < deadline, "serve did not become ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -136,8 +150,16 @@ impl Serve {
         self.child.id().unwrap_or(0)
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN);
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -151,7 +173,11 @@ impl Serve {
     /// Creates the connector and a target; returns the initial sync event id.
     async fn track(&self, prefix: &str) -> anyhow::Result<String> {
         let c = self
-            .admin(reqwest::Method::POST, "/v1/admin/connectors", Some(json!({"type": "github", "installationId": INSTALLATION})))
+            .admin(
+                reqwest::Method::POST,
+                "/v1/admin/connectors",
+                Some(json!({"type": "github", "installationId": INSTALLATION})),
+            )
             .await?;
         let id = c["id"].as_str().context("connector id")?;
         let t = self
@@ -161,13 +187,22 @@ impl Serve {
                 Some(json!({"repositoryFullName": REPO, "repositoryId": REPO_ID, "branch": "main", "pathPrefix": prefix})),
             )
             .await?;
-        Ok(t["initialSyncEvent"]["id"].as_str().context("initial event")?.to_owned())
+        Ok(t["initialSyncEvent"]["id"]
+            .as_str()
+            .context("initial event")?
+            .to_owned())
     }
 
     async fn wait_final(&self, event: &str, poll: Duration) -> anyhow::Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
-            let e = self.admin(reqwest::Method::GET, &format!("/v1/admin/sync-events/{event}"), None).await?;
+            let e = self
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/v1/admin/sync-events/{event}"),
+                    None,
+                )
+                .await?;
             if !matches!(e["status"].as_str(), Some("queued" | "running")) {
                 return Ok(e);
             }
@@ -189,14 +224,20 @@ impl Serve {
             .header("content-type", "application/json")
             .header("x-github-event", "push")
             .header("x-github-delivery", format!("scale-{n}"))
-            .header("x-hub-signature-256", connectord::ingress::signature::sign(SECRET.as_bytes(), &body))
+            .header(
+                "x-hub-signature-256",
+                connectord::ingress::signature::sign(SECRET.as_bytes(), &body),
+            )
             .body(body)
             .send()
             .await?;
         let status = res.status();
         let v: Value = res.json().await?;
         anyhow::ensure!(status.as_u16() == 202, "push {n}: {status} {v}");
-        Ok(v["syncEventIds"][0].as_str().context("sync event")?.to_owned())
+        Ok(v["syncEventIds"][0]
+            .as_str()
+            .context("sync event")?
+            .to_owned())
     }
 }
 
@@ -215,7 +256,11 @@ fn counts(e: &Value) -> String {
     let c = &e["counts"];
     format!(
         "{} · created {} updated {} deleted {} skipped {} · failures {}",
-        e["status"], c["created"], c["updated"], c["deleted"], c["skipped"],
+        e["status"],
+        c["created"],
+        c["updated"],
+        c["deleted"],
+        c["skipped"],
         e["failures"].as_array().map_or(0, Vec::len)
     )
 }
@@ -239,8 +284,13 @@ async fn main() -> anyhow::Result<()> {
     match args.what {
         What::FirstSync { files, file_bytes } => {
             let t = Instant::now();
-            fill(&repo, files, file_bytes, |i| format!("docs/section-{}", i % 100));
-            eprintln!("repository of {files} files written and committed in {:.1?}", t.elapsed());
+            fill(&repo, files, file_bytes, |i| {
+                format!("docs/section-{}", i % 100)
+            });
+            eprintln!(
+                "repository of {files} files written and committed in {:.1?}",
+                t.elapsed()
+            );
             let serve = Serve::start(&bin, &fake).await?;
             let idle = hwm_kib(serve.pid());
             fake.reset_calls();
@@ -257,12 +307,20 @@ async fn main() -> anyhow::Result<()> {
                 idle.unwrap_or(0) / 1024,
             );
         }
-        What::Monorepo { files, prefix_files, file_bytes } => {
+        What::Monorepo {
+            files,
+            prefix_files,
+            file_bytes,
+        } => {
             if prefix_files > files {
                 bail!("--prefix-files exceeds --files");
             }
             fill(&repo, files, file_bytes, |i| {
-                if i < prefix_files { "handbook".to_owned() } else { format!("src/module-{}", i % 500) }
+                if i < prefix_files {
+                    "handbook".to_owned()
+                } else {
+                    format!("src/module-{}", i % 500)
+                }
             });
             let serve = Serve::start(&bin, &fake).await?;
             fake.reset_calls();
@@ -290,7 +348,10 @@ async fn main() -> anyhow::Result<()> {
             for n in 0..pushes {
                 for k in 0..3 {
                     let i = (n * 3 + k) % 300;
-                    repo.write(&format!("docs/section-{}/page-{i}.md", i % 10), format!("# Page {i}, revision {n}\n").as_bytes());
+                    repo.write(
+                        &format!("docs/section-{}/page-{i}.md", i % 10),
+                        format!("# Page {i}, revision {n}\n").as_bytes(),
+                    );
                 }
                 let after = repo.commit("edit three");
                 let t = Instant::now();

@@ -1,7 +1,8 @@
 //! Settings for `connectord serve`: every one a flag and an environment variable.
 
 use crate::edge::EdgeSettings;
-use crate::github::GithubAppConfig;
+use crate::github::tarball::Limits;
+use crate::github::{FetchMode, FetchSettings, GithubAppConfig};
 use crate::secrets::{self, Source};
 use crate::sync::policy::{LeasePolicy, RetryPolicy};
 use crate::sync::worker::WorkerSettings;
@@ -103,9 +104,16 @@ pub struct GithubArgs {
     /// REST API root: `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise Server.
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
-    /// Above this many files to download in one sync, fetch one tarball instead of blob by blob.
-    #[arg(long, env = "CONNECTORD_TARBALL_THRESHOLD", default_value_t = 64)]
-    pub tarball_threshold: usize,
+    /// How syncs download files: `auto` (the fetch plan picks blobs or one
+    /// tarball per sync), or always `blobs` or `tarball`.
+    #[arg(long, env = "CONNECTORD_FETCH_MODE", value_enum, default_value_t = FetchMode::Auto)]
+    pub fetch_mode: FetchMode,
+    /// The most decompressed bytes read from one tarball (a gzip bomb ends there).
+    #[arg(long, env = "CONNECTORD_TARBALL_MAX_BYTES", default_value_t = FetchSettings::default().archive.max_bytes)]
+    pub tarball_max_bytes: u64,
+    /// The most entries read from one tarball.
+    #[arg(long, env = "CONNECTORD_TARBALL_MAX_ENTRIES", default_value_t = FetchSettings::default().archive.max_entries)]
+    pub tarball_max_entries: u64,
 }
 
 impl GithubArgs {
@@ -125,7 +133,13 @@ impl GithubArgs {
                 app_id,
                 private_key_pem,
                 api_url: self.github_api_url,
-                tarball_threshold: self.tarball_threshold,
+                fetch: FetchSettings {
+                    mode: self.fetch_mode,
+                    archive: Limits {
+                        max_bytes: self.tarball_max_bytes,
+                        max_entries: self.tarball_max_entries,
+                    },
+                },
             })),
             (None, None) => Ok(None),
             (Some(_), None) => anyhow::bail!(

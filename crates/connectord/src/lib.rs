@@ -14,6 +14,7 @@ pub mod error;
 pub mod github;
 pub mod ingress;
 pub mod private_fs;
+pub mod retry;
 pub mod secrets;
 pub mod shutdown;
 pub mod startup;

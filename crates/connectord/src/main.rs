@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
+            let args = *args;
             telemetry::init_logging(args.log_json);
             let edge = args.edge.settings();
             let app = Application::build(args.into_settings()?, None)

@@ -276,11 +276,7 @@ fn github_reconciler(
     let auth = AppAuth::new(gh.app_id, &gh.private_key_pem)?;
     let client = Arc::new(GithubClient::new(&gh.api_url, auth)?);
     tracing::info!(app_id = gh.app_id, api = %gh.api_url, "workers sync through the GitHub App");
-    Ok(Arc::new(GithubReconciler::new(
-        client,
-        store,
-        gh.tarball_threshold,
-    )))
+    Ok(Arc::new(GithubReconciler::new(client, store, gh.fetch)))
 }
 
 pub async fn open_store(

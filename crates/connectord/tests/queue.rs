@@ -10,6 +10,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+
+/// Rescued jobs due at once: the tests below that are about fencing, not backoff.
+const NO_BACKOFF: connectord::retry::Backoff =
+    connectord::retry::Backoff::new(std::time::Duration::ZERO, std::time::Duration::ZERO);
 use std::time::Duration;
 
 // --- local helpers ---------------------------------------------------------
@@ -430,6 +434,58 @@ async fn branch_reset_to_an_earlier_commit_is_not_stale() {
 // --- 5. lease expiry, reclaim and fencing (store level, explicit times) -----------
 
 conformance! {
+/// A job whose process dies under it every time (a crash loop): each rescue
+/// uses an attempt and waits a backoff like any failure, and after the
+/// maximum attempts the job fails for good instead of running again.
+#[tokio::test]
+async fn a_job_that_keeps_dying_with_its_process_backs_off_and_fails_after_max_attempts() {
+    let app = spawn_app().await; // no workers, no rescuer: the test owns the clock
+    let store = app.store.clone();
+    let (_, _, initial) = tracked(&app, 9, 90).await;
+    let backoff = connectord::retry::Backoff {
+        jitter: 0.0,
+        ..connectord::retry::Backoff::new(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(40),
+        )
+    };
+    let mut now = now_ms() + 60_000;
+    let mut attempts = 0;
+    loop {
+        let job = store
+            .claim_job("doomed", now, 1000)
+            .await
+            .expect("claim")
+            .expect("the job runs again");
+        attempts += 1;
+        assert_eq!(job.attempt, attempts);
+        assert_eq!(job.max_attempts, 8);
+        // The process dies: no heartbeat, no result. The lease expires.
+        now += 1001;
+        assert_eq!(store.rescue_expired_leases(now, backoff).await.expect("rescue"), 1);
+        let e = app.sync_event(&initial).await;
+        assert_eq!(e["attempts"], attempts, "{e}");
+        if attempts == job.max_attempts {
+            assert_eq!(e["status"], "failed", "{e}");
+            let err = e["lastError"].as_str().unwrap_or("");
+            assert!(err.contains("gave up after 8 attempts") && err.contains("lease expired"), "{e}");
+            break;
+        }
+        assert_eq!(e["status"], "queued", "{e}");
+        // Backed off like a failed attempt: 10 s, 20 s, then the 40 s cap.
+        let wait = (10_000i64 << (attempts - 1).min(2)).min(40_000);
+        assert!(
+            store.claim_job("eager", now + wait - 1, 1000).await.expect("claim").is_none(),
+            "attempt {attempts}: claimable before its backoff of {wait} ms"
+        );
+        now += wait;
+    }
+    assert!(store.claim_job("w", now + 3_600_000, 1000).await.expect("claim").is_none(), "never again");
+    app.stop().await;
+}
+}
+
+conformance! {
 #[tokio::test]
 async fn expired_lease_is_reclaimed_and_the_old_claim_is_fenced_out() {
     let app = spawn_app().await; // no workers, no rescuer: the test owns the clock
@@ -454,12 +510,12 @@ async fn expired_lease_is_reclaimed_and_the_old_claim_is_fenced_out() {
         .is_none());
     // Not expired yet.
     assert_eq!(
-        store.rescue_expired_leases(t0 + 500).await.expect("rescue"),
+        store.rescue_expired_leases(t0 + 500, NO_BACKOFF).await.expect("rescue"),
         0
     );
     assert_eq!(
         store
-            .rescue_expired_leases(t0 + 1500)
+            .rescue_expired_leases(t0 + 1500, NO_BACKOFF)
             .await
             .expect("rescue"),
         1
@@ -1281,7 +1337,7 @@ async fn a_rescued_job_older_than_a_queued_push_is_superseded() {
     let app = spawn_app().await;
     let (_a, ea, eb) = newer_push_while_running(&app, 32).await;
     let later = now_ms() + 5_000; // the 1 s lease has expired
-    assert_eq!(app.store.rescue_expired_leases(later).await.unwrap(), 1);
+    assert_eq!(app.store.rescue_expired_leases(later, NO_BACKOFF).await.unwrap(), 1);
     let e = app.sync_event(&ea).await;
     assert_eq!(e["status"], "superseded", "{e}");
     assert!(e["lastError"].as_str().unwrap_or("").contains("lease expired"), "{e}");

@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use connectord::github::GithubAppConfig;
+use connectord::github::{FetchSettings, GithubAppConfig};
 use fake_github::{
     Endpoint, FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
 };
@@ -27,8 +27,6 @@ use std::time::Duration;
 
 const APP_ID: i64 = 4242;
 const REPO: &str = "octo/docs";
-/// The CLI's default: above this many files to download, one tarball.
-const TARBALL_THRESHOLD: usize = 64;
 const FINAL: &[&str] = &["completed", "partial", "failed", "superseded", "cancelled"];
 /// The first line of every Git LFS pointer file (the LFS spec).
 const LFS_VERSION_LINE: &[u8] = b"version https://git-lfs.github.com/spec/v1\n";
@@ -46,7 +44,7 @@ fn github_config(api_url: String) -> GithubAppConfig {
         app_id: APP_ID,
         private_key_pem: TEST_APP_PRIVATE_KEY_PEM.into(),
         api_url,
-        tarball_threshold: TARBALL_THRESHOLD,
+        fetch: FetchSettings::default(),
     }
 }
 
@@ -567,11 +565,17 @@ async fn a_push_changing_three_files_updates_exactly_those_and_downloads_no_blob
     let (target, initial) = track(&app, 102, 1002, json!({})).await;
     let e = wait_completed(&app, &initial).await;
     assert_eq!(counts(&e), (30, 0, 0, 0), "{e}");
-    assert_eq!(fake.calls(Endpoint::Tarball), 0, "30 files: blob by blob");
+    // A first sync is one tarball (the fetch plan), whatever the file count.
+    assert_eq!(fake.calls(Endpoint::Tarball), 1, "30 files: one tarball");
+    assert!(
+        fake.total_repo_calls() <= 4,
+        "{} calls for a first sync",
+        fake.total_repo_calls()
+    );
     let before_push = blob_calls(&fake, &repo, &first);
     assert!(
-        before_push.values().all(|n| *n == 1),
-        "each blob downloaded once: {before_push:?}"
+        before_push.values().all(|n| *n == 0),
+        "no blob call beside the tarball: {before_push:?}"
     );
     let seq = last_seq(&app, &target).await;
 
@@ -589,10 +593,10 @@ async fn a_push_changing_three_files_updates_exactly_those_and_downloads_no_blob
     assert_synced(&app, &target, &second).await;
     assert_store_matches_git(&app, &target, &repo, &second).await;
 
-    // API calls for the push: the tree and the 3 changed blobs (at most 3 + 3).
+    // API calls for the push: the tree and the 3 changed blobs (at most k + 2).
     assert_eq!(fake.calls(Endpoint::Blob), 3);
     assert!(
-        fake.total_repo_calls() <= 3 + 3,
+        fake.total_repo_calls() <= 3 + 2,
         "{} repository calls for a 3-file push",
         fake.total_repo_calls()
     );
@@ -1315,9 +1319,10 @@ fn a_sync_interrupted_by_a_crash_completes_once_after_restart() {
     let (fake, repo) = rt_fake.block_on(fake_with_repo(115, 1015));
     let pages = write_pages(&repo, 10);
     let head = repo.commit("first");
-    fake.set_delay("/git/blobs/", Duration::from_millis(400));
+    // A first sync is one tarball (the fetch plan): slow its download.
+    fake.set_delay("/legacy.tar.gz/", Duration::from_millis(400));
 
-    // Process A: starts the initial sync and dies in the middle of the downloads.
+    // Process A: starts the initial sync and dies in the middle of the download.
     let rt_a = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1330,8 +1335,8 @@ fn a_sync_interrupted_by_a_crash_completes_once_after_restart() {
     let (target, initial) = rt_a.block_on(async {
         let app = spawn_synced_app_with(fake.base_url(), opts.clone()).await;
         let (target, initial) = track(&app, 115, 1015, json!({})).await;
-        wait_until("two blob downloads started", || {
-            fake.calls(Endpoint::Blob) >= 2
+        wait_until("the tarball download started", || {
+            fake.calls(Endpoint::Archive) >= 1
         })
         .await;
         let running = app.sync_event(&initial).await;
@@ -1342,7 +1347,7 @@ fn a_sync_interrupted_by_a_crash_completes_once_after_restart() {
     });
     // Kill: every task of A dropped where it stands, no release.
     rt_a.shutdown_background();
-    fake.set_delay("/git/blobs/", Duration::ZERO);
+    fake.set_delay("/legacy.tar.gz/", Duration::ZERO);
 
     // Process B on the same data directory: the lease expires, B reclaims the job.
     let rt_b = tokio::runtime::Builder::new_multi_thread()

@@ -1,6 +1,7 @@
 //! Failure injection, delays, call counters and the rate-limit budget.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Endpoint;
@@ -9,7 +10,7 @@ use crate::Endpoint;
 pub(crate) const RATE_LIMIT: i64 = 5000;
 
 /// What an injected fault answers instead of the real response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FaultKind {
     /// A plain error status (5xx, 404, 429, ...).
     Status(u16),
@@ -17,6 +18,12 @@ pub(crate) enum FaultKind {
     SecondaryRateLimit { retry_after_secs: u64 },
     /// 403 with `x-ratelimit-remaining: 0` and `x-ratelimit-reset` = now + secs.
     PrimaryRateLimit { reset_in_secs: u64 },
+    /// 200 with this body and `content-type`, whatever was asked for: a
+    /// hostile or broken server (an oversized or wrong blob, a bad archive).
+    Body {
+        content_type: String,
+        body: Arc<Vec<u8>>,
+    },
 }
 
 #[derive(Debug)]
@@ -53,7 +60,7 @@ impl Faults {
             .position(|f| f.remaining > 0 && target.contains(&f.needle))?;
         let fault = &mut self.armed[idx];
         fault.remaining -= 1;
-        let kind = fault.kind;
+        let kind = fault.kind.clone();
         if fault.remaining == 0 {
             self.armed.remove(idx);
         }

@@ -6,7 +6,8 @@
 //! `iss`, `iat`, `exp`) and installation tokens like GitHub, counts calls per
 //! endpoint, reports `x-ratelimit-*` headers, and can be told to fail: an error
 //! status on chosen paths, a secondary or primary rate limit, truncated trees,
-//! slow responses, expired tokens.
+//! slow responses, expired tokens, or any body at all on chosen paths
+//! ([`FakeGitHub::respond_next`]: oversized or wrong blobs, hostile archives).
 //!
 //! Endpoints served (all under [`FakeGitHub::base_url`]):
 //! - `POST /app/installations/{id}/access_tokens` (App JWT)
@@ -258,6 +259,28 @@ impl FakeGitHub {
         self.arm(
             path_contains,
             FaultKind::PrimaryRateLimit { reset_in_secs },
+            times,
+        );
+    }
+
+    /// The next `times` requests whose path contains `path_contains` answer
+    /// 200 with exactly `body` as `content_type`, whatever they asked for:
+    /// a hostile or broken server. Blob answers (`/git/blobs/{sha}`) larger
+    /// or other than the blob, or a crafted archive for the redirected
+    /// tarball download (`/legacy.tar.gz/`).
+    pub fn respond_next(
+        &self,
+        path_contains: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        times: usize,
+    ) {
+        self.arm(
+            path_contains,
+            FaultKind::Body {
+                content_type: content_type.to_string(),
+                body: Arc::new(body),
+            },
             times,
         );
     }

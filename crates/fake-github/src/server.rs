@@ -177,7 +177,7 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        match fault {
+        match fault.clone() {
             Some(kind) => fault_response(kind, installation),
             None => dispatch(&sh, route, &headers, parts.uri.query().unwrap_or("")).await,
         }
@@ -291,6 +291,11 @@ fn fault_response(kind: FaultKind, installation: Option<i64>) -> Response {
             set(r.headers_mut(), "retry-after", retry_after_secs.to_string());
             r
         }
+        FaultKind::Body { content_type, body } => Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body.as_ref().clone()))
+            .expect("valid response"),
         FaultKind::PrimaryRateLimit { .. } => {
             let who = installation
                 .map(|id| format!("installation ID {id}"))

@@ -86,7 +86,12 @@ pub async fn get_document(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     if matches {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag_value)],
+            untrusted_content_headers(),
+        )
+            .into_response());
     }
     let content_type = if doc.is_binary {
         "application/octet-stream"
@@ -98,11 +103,33 @@ pub async fn get_document(
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::ETAG, etag_value),
         ],
+        untrusted_content_headers(),
         content,
     )
         .into_response())
 }
 
+/// Document bytes come from repositories, so anyone who can push to one
+/// chooses them: a browser opening a document URL must never run it as a
+/// page of this origin (where the admin token lives). No sniffing, no
+/// scripts or subresources even if something renders it.
+fn untrusted_content_headers() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; sandbox"),
+        ),
+    ]
+}
+
+/// The type a text document is served as. Only types no browser renders as
+/// a page: HTML, SVG, XML, JavaScript, CSS and anything unknown are served
+/// as plain text (their bytes unchanged; `isBinary` and the path tell a
+/// consumer what they are).
 fn text_type(path: &str) -> &'static str {
     match path
         .rsplit_once('.')
@@ -111,7 +138,6 @@ fn text_type(path: &str) -> &'static str {
     {
         Some("md" | "markdown") => "text/markdown; charset=utf-8",
         Some("json") => "application/json",
-        Some("html" | "htm") => "text/html; charset=utf-8",
         Some("yaml" | "yml") => "application/yaml",
         _ => "text/plain; charset=utf-8",
     }
@@ -165,4 +191,20 @@ pub struct ChangeList {
     items: Vec<ChangeEntry>,
     #[schema(nullable)]
     next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_type;
+
+    #[test]
+    fn nothing_a_browser_renders_is_served_as_such() {
+        for path in [
+            "a.html", "b.HTM", "c.svg", "d.xml", "e.xhtml", "f.js", "g.mjs", "h.css", "noext",
+        ] {
+            assert_eq!(text_type(path), "text/plain; charset=utf-8", "{path}");
+        }
+        assert_eq!(text_type("README.md"), "text/markdown; charset=utf-8");
+        assert_eq!(text_type("x.json"), "application/json");
+    }
 }

@@ -48,6 +48,9 @@ pub struct GithubClient {
     api: String,
     auth: AppAuth,
     budgets: Mutex<HashMap<i64, Budget>>,
+    /// Smoothed time to the response headers of a call (the fetch plan's
+    /// per-call cost).
+    latency: Mutex<Option<Duration>>,
 }
 
 impl GithubClient {
@@ -68,6 +71,7 @@ impl GithubClient {
             api: api_url.trim_end_matches('/').to_owned(),
             auth,
             budgets: Mutex::new(HashMap::new()),
+            latency: Mutex::new(None),
         })
     }
 
@@ -87,6 +91,7 @@ impl GithubClient {
                 .auth
                 .token(&self.http, &self.api, installation_id)
                 .await?;
+            let sent = std::time::Instant::now();
             let res = self
                 .http
                 .get(&url)
@@ -95,6 +100,7 @@ impl GithubClient {
                 .send()
                 .await
                 .map_err(|e| ApiError::Transient(format!("GET {path}: {e}")))?;
+            self.record_latency(sent.elapsed());
             self.record_budget(installation_id, &res);
             metrics::counter!("connectord_github_requests_total", "status" => res.status().as_u16().to_string())
                 .increment(1);
@@ -108,6 +114,30 @@ impl GithubClient {
             }
             return Err(classify(res, &format!("GET {path}")).await);
         }
+    }
+
+    /// Calls left in the installation's hourly budget, as the last answer said.
+    pub fn remaining_budget(&self, installation_id: i64) -> Option<i64> {
+        self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&installation_id)
+            .map(|b| b.remaining)
+    }
+
+    /// The smoothed time of one call (headers received), once one was made.
+    pub fn latency(&self) -> Option<Duration> {
+        *self.latency.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exponentially weighted (1/8 per call): one slow answer moves it
+    /// little, a slower network soon shows.
+    fn record_latency(&self, took: Duration) {
+        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        *l = Some(match *l {
+            None => took,
+            Some(prev) => (prev * 7 + took) / 8,
+        });
     }
 
     fn record_budget(&self, installation_id: i64, res: &Response) {

@@ -4,9 +4,15 @@
 //! target to a head SHA.
 
 pub mod auth;
+pub mod blobs;
 pub mod client;
+pub mod fetch_plan;
+pub mod plan;
 pub mod reconciler;
 pub mod tarball;
+mod tree;
+
+pub use fetch_plan::FetchMode;
 
 /// How to reach GitHub as the App.
 #[derive(Clone)]
@@ -16,6 +22,27 @@ pub struct GithubAppConfig {
     pub private_key_pem: String,
     /// `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise Server.
     pub api_url: String,
-    /// Above this many files to download, one tarball replaces per-blob calls.
-    pub tarball_threshold: usize,
+    pub fetch: FetchSettings,
+}
+
+/// How syncs download files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// Blobs or tarball by the fetch plan's rule, or always one of them.
+    pub mode: FetchMode,
+    /// Hard caps on one tarball: decompressed bytes and entries. Each
+    /// archive is also capped by what its tree says it holds.
+    pub archive: tarball::Limits,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        Self {
+            mode: FetchMode::Auto,
+            archive: tarball::Limits {
+                max_bytes: 4 << 30,
+                max_entries: 1_000_000,
+            },
+        }
+    }
 }

@@ -3,62 +3,37 @@
 //!
 //! 1. Resolve the head (jobs queued without one: initial, manual, resync).
 //! 2. List the tree recursively; if GitHub truncates it, walk sub-trees.
-//! 3. Restrict to the path prefix and diff by blob SHA against the store.
-//! 4. Fetch what changed: per blob, or one tarball above the threshold.
+//! 3. Plan (`plan::plan`, pure): what to fetch, keep, delete and skip.
+//! 4. Choose blobs or one tarball (`fetch_plan::choose`) and stream the
+//!    files in; every checked file goes through [`GithubReconciler::accept_file`],
+//!    one at a time, with at most a few in memory besides what is accepted.
 //! 5. Return the changes; the worker applies them with the job's completion
 //!    in one transaction.
 
+use super::blobs;
 use super::client::{ApiError, GithubClient};
-use super::tarball;
+use super::fetch_plan::{self, Fetch, FetchInputs, BLOB_CONCURRENCY};
+use super::plan::{self, Plan, TargetSettings, Wanted};
+use super::tarball::{self, ArchiveError, Expected, Limits, Verified};
+use super::tree;
+use super::FetchSettings;
 use crate::store::models::{ClaimedJob, DocumentChange, FileFailure, SyncCounts, SyncResult};
 use crate::store::Store;
 use crate::sync::{ReconcileError, Reconciler};
 use async_trait::async_trait;
-use base64::Engine;
 use futures::StreamExt;
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Tries per blob before it is reported as a per-file failure.
-const BLOB_TRIES: u32 = 3;
-
-/// Blob downloads in flight per sync: well under GitHub's 100 concurrent
-/// requests, and gentle on its secondary rate limits.
-const BLOB_CONCURRENCY: usize = 8;
+/// Checked files waiting between the tarball reader and `accept_file`: the
+/// reader stops while they wait, so memory holds at most this many files
+/// (plus the one being read) whatever the archive's size.
+const TARBALL_QUEUE: usize = 4;
 
 pub struct GithubReconciler {
     client: Arc<GithubClient>,
     store: Arc<dyn Store>,
-    tarball_threshold: usize,
-}
-
-#[derive(Debug, Deserialize)]
-struct TreeResponse {
-    tree: Vec<TreeEntry>,
-    #[serde(default)]
-    truncated: bool,
-}
-
-#[derive(Debug, Deserialize, Clone)]
-struct TreeEntry {
-    path: String,
-    mode: String,
-    #[serde(rename = "type")]
-    kind: String,
-    sha: String,
-    size: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct RefResponse {
-    object: RefObject,
-}
-
-#[derive(Deserialize)]
-struct RefObject {
-    sha: String,
+    fetch: FetchSettings,
 }
 
 impl From<ApiError> for ReconcileError {
@@ -79,174 +54,168 @@ impl From<ApiError> for ReconcileError {
     }
 }
 
-/// A blob the sync must download.
-struct Wanted {
-    path: String,
-    sha: String,
-    created: bool,
+/// What a sync has accepted so far: the result under construction.
+#[derive(Default)]
+struct Accepted {
+    counts: SyncCounts,
+    skipped: BTreeMap<String, i64>,
+    failures: Vec<FileFailure>,
+    changes: Vec<DocumentChange>,
+}
+
+impl Accepted {
+    fn skip(&mut self, reason: &str) {
+        *self.skipped.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    /// The file stays as stored (if it is): the next sync tries it again.
+    fn fail(&mut self, w: &Wanted, message: String) {
+        self.failures.push(FileFailure {
+            path: w.path.clone(),
+            message,
+        });
+    }
+}
+
+const LFS_HEADER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
+
+fn is_binary(bytes: &[u8]) -> bool {
+    bytes.iter().take(8000).any(|b| *b == 0) || std::str::from_utf8(bytes).is_err()
+}
+
+fn expected(w: &Wanted) -> Expected {
+    Expected {
+        sha: w.sha.clone(),
+        size: w.size,
+    }
 }
 
 impl GithubReconciler {
-    pub fn new(client: Arc<GithubClient>, store: Arc<dyn Store>, tarball_threshold: usize) -> Self {
+    pub fn new(client: Arc<GithubClient>, store: Arc<dyn Store>, fetch: FetchSettings) -> Self {
         Self {
             client,
             store,
-            tarball_threshold,
+            fetch,
         }
     }
 
-    async fn resolve_head(&self, job: &ClaimedJob, repo: &str) -> Result<String, ReconcileError> {
-        if let Some(sha) = &job.job.head_sha {
-            return Ok(sha.clone());
-        }
-        let branch = job.job.git_ref.trim_start_matches("refs/heads/");
-        let res = self
-            .client
-            .get(
-                job.job.installation_id,
-                &format!("/repos/{repo}/git/ref/heads/{branch}"),
-                "application/vnd.github+json",
-            )
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound(_) => {
-                    ReconcileError::Permanent(format!("branch `{branch}` not found in {repo}"))
-                }
-                other => other.into(),
-            })?;
-        let r: RefResponse = res
-            .json()
-            .await
-            .map_err(|e| ReconcileError::Transient(format!("reading the ref: {e}")))?;
-        Ok(r.object.sha)
-    }
-
-    async fn tree(
-        &self,
-        installation: i64,
-        repo: &str,
-        sha: &str,
-        recursive: bool,
-    ) -> Result<TreeResponse, ReconcileError> {
-        let q = if recursive { "?recursive=1" } else { "" };
-        let res = self
-            .client
-            .get(
-                installation,
-                &format!("/repos/{repo}/git/trees/{sha}{q}"),
-                "application/vnd.github+json",
-            )
-            .await?;
-        res.json()
-            .await
-            .map_err(|e| ReconcileError::Transient(format!("reading the tree of {sha}: {e}")))
-    }
-
-    /// The full listing of `head` under `prefix`. A truncated recursive answer
-    /// is replaced by a non-recursive walk that only enters directories on the
-    /// way to (or inside) the prefix.
-    async fn listing(
-        &self,
-        installation: i64,
-        repo: &str,
-        head: &str,
-        prefix: &str,
-    ) -> Result<Vec<TreeEntry>, ReconcileError> {
-        let full = self.tree(installation, repo, head, true).await?;
-        if !full.truncated {
-            return Ok(full.tree);
-        }
-        tracing::info!(repo, head, "tree truncated by GitHub; walking sub-trees");
-        let mut out = vec![];
-        let mut pending = vec![(String::new(), head.to_owned())];
-        while let Some((dir, sha)) = pending.pop() {
-            let level = self.tree(installation, repo, &sha, false).await?;
-            for mut e in level.tree {
-                e.path = format!("{dir}{}", e.path);
-                if e.kind == "tree" {
-                    let as_dir = format!("{}/", e.path);
-                    if prefix.starts_with(&as_dir) || as_dir.starts_with(prefix) {
-                        pending.push((as_dir, e.sha.clone()));
-                    }
-                }
-                out.push(e);
+    /// Every file a sync stores passes here, one at a time, and only checked
+    /// (a [`Verified`] is the tree's blob, size and SHA): from the tarball as
+    /// from the blob path. This is where the bytes leave the fetch.
+    async fn accept_file(&self, acc: &mut Accepted, w: &Wanted, file: Verified) {
+        let bytes = file.into_bytes();
+        if bytes.len() < 1024 && bytes.starts_with(LFS_HEADER) {
+            acc.skip("lfs_pointer");
+            if !w.created {
+                acc.counts.deleted += 1;
+                acc.changes.push(DocumentChange::Delete {
+                    path: w.path.clone(),
+                });
             }
+            return;
         }
-        Ok(out)
+        if w.created {
+            acc.counts.created += 1;
+        } else {
+            acc.counts.updated += 1;
+        }
+        acc.changes.push(DocumentChange::Upsert {
+            path: w.path.clone(),
+            blob_sha: w.sha.clone(),
+            is_binary: is_binary(&bytes),
+            content: bytes,
+        });
     }
 
-    async fn fetch_blob(
-        &self,
-        installation: i64,
-        repo: &str,
-        sha: &str,
-    ) -> Result<Vec<u8>, ApiError> {
-        let mut last = None;
-        for attempt in 0..BLOB_TRIES {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
-            }
-            let res = self
-                .client
-                .get(
-                    installation,
-                    &format!("/repos/{repo}/git/blobs/{sha}"),
-                    "application/vnd.github+json",
-                )
-                .await;
-            match res {
-                Ok(res) => match res.json::<BlobResponse>().await {
-                    Ok(b) => return b.decode(),
-                    Err(e) => last = Some(ApiError::Transient(format!("reading blob {sha}: {e}"))),
-                },
-                Err(e @ ApiError::Transient(_)) => last = Some(e),
-                Err(other) => return Err(other),
-            }
-        }
-        Err(last.unwrap_or_else(|| ApiError::Transient(format!("blob {sha}: no answer"))))
-    }
-
-    /// Downloads each distinct blob once, a few at a time. A rate limit on
-    /// any of them stops the whole sync until the wait is over; other errors
-    /// stay per blob (they become per-file failures).
+    /// Downloads each distinct blob once, [`BLOB_CONCURRENCY`] at a time,
+    /// accepting each as it arrives. A rate limit on any of them stops the
+    /// whole sync until the wait is over; other errors stay per file.
     async fn fetch_blobs(
         &self,
         installation: i64,
         repo: &str,
-        shas: Vec<&str>,
-    ) -> Result<HashMap<String, Result<Vec<u8>, ApiError>>, ReconcileError> {
+        wanted: Vec<Wanted>,
+        acc: &mut Accepted,
+    ) -> Result<(), ReconcileError> {
+        let mut by_blob: HashMap<(String, u64), Vec<Wanted>> = HashMap::new();
+        for w in wanted {
+            by_blob.entry((w.sha.clone(), w.size)).or_default().push(w);
+        }
+        let client = &*self.client;
         // Owned items: borrowed ones trip the compiler's higher-ranked
         // inference for the `Send` future async_trait requires.
-        let unique: HashSet<String> = shas.into_iter().map(str::to_owned).collect();
-        let fetched: Vec<(String, Result<Vec<u8>, ApiError>)> = futures::stream::iter(unique)
-            .map(|sha: String| async move {
-                let result = self.fetch_blob(installation, repo, &sha).await;
-                (sha, result)
+        let mut downloads = futures::stream::iter(by_blob.into_values())
+            .map(|paths: Vec<Wanted>| async move {
+                let result = blobs::fetch(client, installation, repo, &expected(&paths[0])).await;
+                (paths, result)
             })
-            .buffer_unordered(BLOB_CONCURRENCY)
-            .collect()
-            .await;
-        let mut out = HashMap::with_capacity(fetched.len());
-        for (sha, result) in fetched {
-            if let Err(e @ ApiError::RateLimited { .. }) = result {
-                return Err(e.into());
+            .buffer_unordered(BLOB_CONCURRENCY as usize);
+        while let Some((paths, result)) = downloads.next().await {
+            match result {
+                Ok(file) => {
+                    for w in &paths {
+                        self.accept_file(acc, w, file.clone()).await;
+                    }
+                }
+                Err(e @ ApiError::RateLimited { .. }) => return Err(e.into()),
+                Err(e) => {
+                    for w in &paths {
+                        acc.fail(w, e.to_string());
+                    }
+                }
             }
-            out.insert(sha, result);
         }
-        Ok(out)
+        Ok(())
     }
 
+    /// The caps for this archive: the configured ones, and, when the whole
+    /// tree is known, what the tree says the archive holds with generous
+    /// room for tar's headers (up to 2 KiB an entry), `export-subst`
+    /// expansion (1 %) and 1 MiB, so only a lying archive reaches them.
+    fn archive_limits(&self, plan: &Plan, whole_tree: bool) -> Limits {
+        let cfg = self.fetch.archive;
+        if !whole_tree {
+            return cfg;
+        }
+        let bytes = plan
+            .tree_bytes
+            .saturating_add(plan.tree_bytes / 100)
+            .saturating_add(plan.tree_entries.saturating_mul(2048))
+            .saturating_add(1 << 20);
+        let entries = plan.tree_entries.saturating_mul(2).saturating_add(16);
+        Limits {
+            max_bytes: cfg.max_bytes.min(bytes),
+            max_entries: cfg.max_entries.min(entries),
+        }
+    }
+
+    /// Streams the commit's tarball (HTTP body → gzip → tar, on a blocking
+    /// thread) and accepts each wanted file as it is read. Returns what it
+    /// did not deliver (missing from the archive, or not the tree's blob),
+    /// for the blob path. A broken download also leaves the rest to blobs; a
+    /// cap reached fails the job.
+    ///
+    /// Why tokio-util's `StreamReader` + `SyncIoBridge` into `flate2` and
+    /// `tar` rather than async-compression/tokio-tar: both crates are
+    /// already used here and tested against GitHub's archives, the bounded
+    /// channel gives the back-pressure, and tar's raw mode lets this code,
+    /// not the tar reader, decide how much of an extension header to read.
     async fn fetch_tarball(
         &self,
         installation: i64,
         repo: &str,
         head: &str,
-        wanted: &[Wanted],
-    ) -> Result<HashMap<String, Vec<u8>>, ReconcileError> {
-        let want: HashMap<String, String> = wanted
+        plan: &Plan,
+        whole_tree: bool,
+        acc: &mut Accepted,
+    ) -> Result<Vec<Wanted>, ReconcileError> {
+        let mut pending: HashMap<String, Wanted> = plan
+            .fetch
             .iter()
-            .map(|w| (w.path.clone(), w.sha.clone()))
+            .map(|w| (w.path.clone(), w.clone()))
             .collect();
+        let all =
+            |pending: HashMap<String, Wanted>| -> Vec<Wanted> { pending.into_values().collect() };
         let res = match self
             .client
             .get(
@@ -262,61 +231,63 @@ impl GithubReconciler {
             Err(e @ ApiError::RateLimited { .. }) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "tarball download failed; fetching blobs one by one");
-                return Ok(HashMap::new());
+                return Ok(all(pending));
             }
         };
-        let bytes = match res.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "tarball download broke off; fetching blobs one by one");
-                return Ok(HashMap::new());
-            }
-        };
-        Ok(
-            match tokio::task::spawn_blocking(move || tarball::extract(&bytes, &want)).await {
-                Ok(Ok(found)) => found,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "unreadable tarball; fetching blobs one by one");
-                    HashMap::new()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "tarball extraction panicked; fetching blobs one by one");
-                    HashMap::new()
-                }
-            },
-        )
-    }
-}
-
-#[derive(Deserialize)]
-struct BlobResponse {
-    content: String,
-    encoding: String,
-}
-
-impl BlobResponse {
-    fn decode(self) -> Result<Vec<u8>, ApiError> {
-        if self.encoding != "base64" {
-            return Err(ApiError::Permanent(format!(
-                "unexpected blob encoding `{}`",
-                self.encoding
-            )));
-        }
-        let clean: String = self
-            .content
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
+        let want: HashMap<String, Expected> = plan
+            .fetch
+            .iter()
+            .map(|w| (w.path.clone(), expected(w)))
             .collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(clean)
-            .map_err(|e| ApiError::Transient(format!("blob content is not base64: {e}")))
+        let limits = self.archive_limits(plan, whole_tree);
+        let body = futures::stream::unfold(Some(res), |res| async move {
+            let mut res = res?;
+            match res.chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(res))),
+                Ok(None) => None,
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            }
+        });
+        let reader =
+            tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(Box::pin(body)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Verified)>(TARBALL_QUEUE);
+        let reading = tokio::task::spawn_blocking(move || {
+            tarball::extract(reader, &want, limits, |path, file| {
+                tx.blocking_send((path, file)).is_ok()
+            })
+        });
+        while let Some((path, file)) = rx.recv().await {
+            if let Some(w) = pending.remove(&path) {
+                self.accept_file(acc, &w, file).await;
+            }
+        }
+        match reading.await {
+            Ok(Ok(done)) => {
+                tracing::debug!(
+                    entries = done.entries,
+                    delivered = done.delivered,
+                    refused = done.refused,
+                    "tarball read"
+                );
+                if done.refused > 0 {
+                    tracing::warn!(refused = done.refused, "tarball entries outside the top directory, links or unclean paths were ignored");
+                }
+            }
+            Ok(Err(ArchiveError::OverCap(m))) => {
+                return Err(ReconcileError::Permanent(format!(
+                    "the tarball of {repo} at {head} is not what its tree says: {m} \
+                     (see --tarball-max-bytes and --tarball-max-entries)"
+                )))
+            }
+            Ok(Err(e @ ArchiveError::Io(_))) => {
+                tracing::warn!(error = %e, "tarball unreadable or broken off; fetching the rest blob by blob");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tarball extraction failed; fetching the rest blob by blob");
+            }
+        }
+        Ok(all(pending))
     }
-}
-
-const LFS_HEADER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
-
-fn is_binary(bytes: &[u8]) -> bool {
-    bytes.iter().take(8000).any(|b| *b == 0) || std::str::from_utf8(bytes).is_err()
 }
 
 #[async_trait]
@@ -324,109 +295,66 @@ impl Reconciler for GithubReconciler {
     async fn reconcile(&self, job: &ClaimedJob) -> Result<SyncResult, ReconcileError> {
         let installation = job.job.installation_id;
         let repo = job.job.repository_full_name.clone();
-        let head = self.resolve_head(job, &repo).await?;
+        let head = tree::resolve_head(&self.client, job, &repo).await?;
         let prefix = job.path_prefix.as_str();
-        let entries = self.listing(installation, &repo, &head, prefix).await?;
+        let (entries, whole_tree) =
+            tree::listing(&self.client, installation, &repo, &head, prefix).await?;
         let stored = self
             .store
             .document_manifest(&job.job.connector_target_id)
             .await
             .map_err(|e| ReconcileError::Transient(format!("reading the stored documents: {e}")))?;
-
-        let mut skipped: BTreeMap<String, i64> = BTreeMap::new();
-        let mut skip = |reason: &str| *skipped.entry(reason.to_owned()).or_default() += 1;
-        // Paths that stay in the store as they are.
-        let mut keep: HashSet<String> = HashSet::new();
-        let mut wanted: Vec<Wanted> = vec![];
-        for e in entries
-            .iter()
-            .filter(|e| e.path.starts_with(prefix) && e.kind != "tree")
-        {
-            if e.kind == "commit" {
-                skip("submodule");
-            } else if e.mode == "120000" {
-                skip("symlink");
-            } else if e.size.unwrap_or(0) > job.max_file_bytes {
-                skip("too_large");
-            } else if stored.get(&e.path) == Some(&e.sha) {
-                skip("unchanged");
-                keep.insert(e.path.clone());
-            } else {
-                wanted.push(Wanted {
-                    path: e.path.clone(),
-                    sha: e.sha.clone(),
-                    created: !stored.contains_key(&e.path),
-                });
-            }
-        }
-
-        let mut contents = if wanted.len() > self.tarball_threshold {
-            self.fetch_tarball(installation, &repo, &head, &wanted)
-                .await?
-        } else {
-            HashMap::new()
+        let target = TargetSettings {
+            prefix,
+            max_file_bytes: job.max_file_bytes,
         };
-        let missing: Vec<&str> = wanted
-            .iter()
-            .filter(|w| !contents.contains_key(&w.path))
-            .map(|w| w.sha.as_str())
-            .collect();
-        let by_sha = self.fetch_blobs(installation, &repo, missing).await?;
-        let mut failures = vec![];
-        let mut changes = vec![];
-        let mut counts = SyncCounts::default();
-        for w in &wanted {
-            let fetched = match contents.remove(&w.path) {
-                Some(b) => Ok(b),
-                None => by_sha.get(&w.sha).cloned().unwrap_or_else(|| {
-                    Err(ApiError::Transient(format!(
-                        "blob {} was not fetched",
-                        w.sha
-                    )))
-                }),
-            };
-            let bytes = match fetched {
-                Ok(b) => b,
-                Err(e) => {
-                    failures.push(FileFailure {
-                        path: w.path.clone(),
-                        message: e.to_string(),
-                    });
-                    // Keep what is stored: the next sync retries it.
-                    keep.insert(w.path.clone());
-                    continue;
-                }
-            };
-            if bytes.len() < 1024 && bytes.starts_with(LFS_HEADER) {
-                skip("lfs_pointer");
-                continue;
+        let plan = plan::plan(&entries, &stored, target);
+        drop(entries);
+        let choice = fetch_plan::choose(
+            self.fetch.mode,
+            FetchInputs {
+                files: plan.fetch.len(),
+                archive_bytes: whole_tree.then_some(plan.tree_bytes),
+                remaining_budget: self.client.remaining_budget(installation),
+                latency: self.client.latency(),
+            },
+        );
+        tracing::debug!(
+            ?choice,
+            files = plan.fetch.len(),
+            wanted_bytes = plan.wanted_bytes(),
+            tree_bytes = plan.tree_bytes,
+            "fetch plan"
+        );
+
+        let mut acc = Accepted {
+            skipped: plan.skipped.clone(),
+            failures: plan.failures.clone(),
+            ..Accepted::default()
+        };
+        let for_blobs = match choice {
+            Fetch::Nothing => vec![],
+            Fetch::Blobs => plan.fetch.clone(),
+            Fetch::Tarball => {
+                self.fetch_tarball(installation, &repo, &head, &plan, whole_tree, &mut acc)
+                    .await?
             }
-            if w.created {
-                counts.created += 1;
-            } else {
-                counts.updated += 1;
-            }
-            keep.insert(w.path.clone());
-            changes.push(DocumentChange::Upsert {
-                path: w.path.clone(),
-                blob_sha: w.sha.clone(),
-                is_binary: is_binary(&bytes),
-                content: bytes,
-            });
+        };
+        self.fetch_blobs(installation, &repo, for_blobs, &mut acc)
+            .await?;
+        // Everything stored that the tree no longer backs goes.
+        for path in &plan.delete {
+            acc.counts.deleted += 1;
+            acc.changes
+                .push(DocumentChange::Delete { path: path.clone() });
         }
-        // Everything stored that the tree no longer backs goes: deleted, moved
-        // out of the prefix, or now a symlink, submodule, too large or LFS pointer.
-        for path in stored.keys().filter(|p| !keep.contains(*p)) {
-            counts.deleted += 1;
-            changes.push(DocumentChange::Delete { path: path.clone() });
-        }
-        counts.skipped = skipped.values().sum();
+        acc.counts.skipped = acc.skipped.values().sum();
         Ok(SyncResult {
             head_sha: Some(head),
-            counts,
-            skipped_reasons: skipped,
-            failures,
-            changes,
+            counts: acc.counts,
+            skipped_reasons: acc.skipped,
+            failures: acc.failures,
+            changes: acc.changes,
         })
     }
 }

@@ -167,8 +167,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Returns a claimed job untouched (shutdown before it ran). Fenced.
     async fn release_job(&self, job: &ClaimedJob) -> Result<bool>;
-    /// Jobs whose lease expired go back to the queue (or fail when out of attempts).
-    async fn rescue_expired_leases(&self, now: Millis) -> Result<u64>;
+    /// Jobs whose lease expired go back to the queue after `backoff` (the
+    /// attempt counts), or fail when out of attempts.
+    async fn rescue_expired_leases(
+        &self,
+        now: Millis,
+        backoff: crate::retry::Backoff,
+    ) -> Result<u64>;
     /// Sync events by status, for /metrics.
     async fn sync_event_counts(&self) -> Result<Vec<(SyncStatus, i64)>>;
 

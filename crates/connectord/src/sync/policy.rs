@@ -1,6 +1,7 @@
 //! Job policy: how long leases last and when a failed job runs again. The
 //! job table itself lives in the store (see `store::sql::queue`).
 
+use crate::retry::Backoff;
 use rand::Rng;
 use std::time::Duration;
 
@@ -23,15 +24,11 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Capped exponential backoff with jitter, after failed attempt `attempt`
-    /// (1-based): `min(cap, base * 2^(attempt-1)) * U(0.5, 1.0)`. The jitter
-    /// keeps jobs that failed together (a GitHub outage) from retrying together.
+    /// (1-based): `min(cap, base * 2^(attempt-1)) * U(0.5, 1.0)`, the crate's
+    /// one policy ([`crate::retry::Backoff`]). The jitter keeps jobs that
+    /// failed together (a GitHub outage) from retrying together.
     pub fn backoff(&self, attempt: i64, rng: &mut impl Rng) -> Duration {
-        let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        let full = self
-            .base
-            .saturating_mul(2u32.saturating_pow(exp))
-            .min(self.cap);
-        full.mul_f64(rng.gen_range(0.5..=1.0))
+        Backoff::new(self.base, self.cap).delay(attempt, rng)
     }
 
     pub fn exhausted(&self, attempt: i64, max_attempts: i64) -> bool {

@@ -79,8 +79,10 @@ impl WorkerPool {
 
     async fn rescue(&self, shutdown: CancellationToken) {
         let every = (self.settings.lease.ttl / 2).max(Duration::from_millis(50));
+        let retry = &self.settings.retry;
+        let backoff = crate::retry::Backoff::new(retry.base, retry.cap);
         loop {
-            match self.store.rescue_expired_leases(now_ms()).await {
+            match self.store.rescue_expired_leases(now_ms(), backoff).await {
                 Ok(0) => {}
                 Ok(n) => {
                     metrics::counter!("connectord_lease_expirations_total").increment(n);

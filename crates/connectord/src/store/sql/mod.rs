@@ -32,6 +32,7 @@ pub use writer::MAX_BATCH as DEFAULT_WRITE_BATCH;
 use super::models::*;
 use super::{Result, Store, StoreError, StoreOptions, StoredBody};
 use crate::ingress::dispatch::Plan;
+use crate::retry::{retry, Backoff};
 use admin::*;
 use async_trait::async_trait;
 use dialect::Dialect;
@@ -127,10 +128,22 @@ fn ingest_notifying(
 }
 
 /// Times one delivery's transaction is run when PostgreSQL aborts it for a concurrent one.
-const INGEST_TRIES: usize = 3;
+const INGEST_TRIES: u32 = 3;
+/// 1 to 20 ms between ingest tries: the concurrent transaction is short.
+const CONTENTION_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(20),
+    cap: Duration::from_millis(20),
+    jitter: 0.95,
+};
 
 /// Claim transactions one `claim_job` runs while other claims hold its candidates.
-const CLAIM_TRIES: usize = 10;
+const CLAIM_TRIES: u32 = 10;
+/// 1 to 5 ms between contended claims: long enough for the other claims to commit.
+const CLAIM_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(5),
+    cap: Duration::from_millis(5),
+    jitter: 0.8,
+};
 
 #[async_trait]
 impl Store for SqlStore {
@@ -162,19 +175,22 @@ impl Store for SqlStore {
             // transaction PostgreSQL aborted for a concurrent one (two
             // installation events locking the same targets in another order)
             // is run again here rather than answered 503.
-            let mut tries = 1;
-            loop {
-                let (d, p) = (delivery.clone(), plan.clone());
-                match self.write(move |c| ingest_notifying(c, d, p, max)).await {
-                    Err(StoreError::Contention(why)) if tries < INGEST_TRIES => {
-                        tracing::warn!(error = %why, tries, "ingest lost to a concurrent transaction; running it again");
-                        tries += 1;
-                        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 20 + 1))
-                            .await;
+            retry(
+                INGEST_TRIES,
+                CONTENTION_BACKOFF,
+                |_| {
+                    let (d, p) = (delivery.clone(), plan.clone());
+                    self.write(move |c| ingest_notifying(c, d, p, max))
+                },
+                |e| {
+                    let again = matches!(e, StoreError::Contention(_));
+                    if again {
+                        tracing::warn!(error = %e, "ingest lost to a concurrent transaction; running it again");
                     }
-                    other => break other?,
-                }
-            }
+                    again
+                },
+            )
+            .await?
         };
         // Enqueues wake workers; so does an unsuspend, whose held jobs become
         // runnable. PostgreSQL's other processes heard it with the commit.
@@ -208,23 +224,38 @@ impl Store for SqlStore {
     ) -> Result<Option<ClaimedJob>> {
         let cap = self.options.max_jobs_per_installation;
         // `Contended` (PostgreSQL: other claims held every candidate) is worth
-        // another try at once, not a sleep until the next poll.
-        for _ in 0..CLAIM_TRIES {
-            let owner = owner.to_owned();
-            let claim = self
-                .write(move |c| {
-                    async move { claim::claim(c, &owner, now, lease_ms, cap).await }.boxed()
-                })
-                .await?;
-            match claim {
-                claim::Claim::Claimed(job) => return Ok(Some(*job)),
-                claim::Claim::Nothing => return Ok(None),
-                claim::Claim::Contended => {
-                    tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 5 + 1)).await
-                }
-            }
+        // another try almost at once, not a sleep until the next poll.
+        enum Try {
+            Store(StoreError),
+            Contended,
         }
-        Ok(None)
+        let claimed = retry(
+            CLAIM_TRIES,
+            CLAIM_BACKOFF,
+            |_| {
+                let owner = owner.to_owned();
+                async move {
+                    let claim = self
+                        .write(move |c| {
+                            async move { claim::claim(c, &owner, now, lease_ms, cap).await }.boxed()
+                        })
+                        .await
+                        .map_err(Try::Store)?;
+                    match claim {
+                        claim::Claim::Claimed(job) => Ok(Some(*job)),
+                        claim::Claim::Nothing => Ok(None),
+                        claim::Claim::Contended => Err(Try::Contended),
+                    }
+                }
+            },
+            |e| matches!(e, Try::Contended),
+        )
+        .await;
+        match claimed {
+            Ok(job) => Ok(job),
+            Err(Try::Contended) => Ok(None),
+            Err(Try::Store(e)) => Err(e),
+        }
     }
 
     async fn heartbeat(&self, job: &ClaimedJob, now: Millis, lease_ms: i64) -> Result<bool> {
@@ -285,9 +316,9 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn rescue_expired_leases(&self, now: Millis) -> Result<u64> {
+    async fn rescue_expired_leases(&self, now: Millis, backoff: Backoff) -> Result<u64> {
         let n = self
-            .write(move |c| async move { queue::rescue(c, now).await }.boxed())
+            .write(move |c| async move { queue::rescue(c, now, backoff).await }.boxed())
             .await?;
         if n > 0 {
             self.wake().await;

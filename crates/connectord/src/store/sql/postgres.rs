@@ -74,6 +74,8 @@ async fn listen(url: &str, jobs_ready: Arc<Notify>) -> Result<JoinHandle<()>> {
                 Ok(_) => jobs_ready.notify_one(),
                 Err(e) => {
                     // recv() reconnects on its next call; meanwhile workers poll.
+                    // Not `crate::retry`: this never gives up (a lost LISTEN
+                    // only slows wake-ups to the poll), so a fixed pause does.
                     tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     jobs_ready.notify_waiters();

@@ -4,6 +4,7 @@
 //! rows updated tells it so).
 
 use super::dialect::{exists, lock_target};
+use crate::retry::Backoff;
 use crate::store::models::*;
 use crate::store::Result;
 use sqlx::{AnyConnection, Row};
@@ -296,12 +297,15 @@ pub async fn release(conn: &mut AnyConnection, job: &ClaimedJob, now: Millis) ->
     Ok(n == 1)
 }
 
-/// Expired leases: the worker died or stalled. The attempt it used counts.
-/// Each job is taken back under its target's lock (taken in target order, as
+/// Expired leases: the worker died or stalled. The attempt it used counts,
+/// and the job waits `backoff` like any failed attempt: a job that kills the
+/// process it runs in (a crash loop) is retried ever more slowly and fails
+/// for good after its maximum attempts instead of running again at once on
+/// every restart. Each job is taken back under its target's lock (taken in target order, as
 /// ingest takes them, so rescuers in several processes cannot deadlock) and
 /// only if its lease is still the expired one (a worker may heartbeat or
 /// finish meanwhile).
-pub async fn rescue(conn: &mut AnyConnection, now: Millis) -> Result<u64> {
+pub async fn rescue(conn: &mut AnyConnection, now: Millis, backoff: Backoff) -> Result<u64> {
     let expired = sqlx::query(
         "SELECT id, attempt, max_attempts, sync_event_id, target_id FROM sync_job \
          WHERE state = 'running' AND lease_expires_at < $1 ORDER BY target_id",
@@ -309,7 +313,7 @@ pub async fn rescue(conn: &mut AnyConnection, now: Millis) -> Result<u64> {
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
-    let msg = "lease expired: the worker stopped heartbeating";
+    let msg = "lease expired: the worker stopped heartbeating (stalled, or its process died)";
     let mut rescued = 0;
     for row in &expired {
         let id: String = row.try_get("id")?;
@@ -328,25 +332,31 @@ pub async fn rescue(conn: &mut AnyConnection, now: Millis) -> Result<u64> {
         let taken_back = match supersede_if_outdated(conn, held, msg, now, still_expired).await? {
             Some(done) => done,
             None if out_of_attempts => {
-                finish_failed(conn, held, msg, FailureHealth::Failing, now, still_expired).await?
+                let msg = format!("gave up after {attempt} attempts: {msg}");
+                finish_failed(conn, held, &msg, FailureHealth::Failing, now, still_expired).await?
             }
-            None => requeue_expired(conn, held, msg, now).await?,
+            None => {
+                let delay = backoff.delay(attempt, &mut rand::thread_rng());
+                let run_at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                requeue_expired(conn, held, msg, now, run_at).await?
+            }
         };
         rescued += u64::from(taken_back);
     }
     Ok(rescued)
 }
 
-/// Puts a job whose lease expired back in the queue, due now (the attempt it
-/// used counts); fenced, and only while the lease is still expired.
+/// Puts a job whose lease expired back in the queue, due at `run_at` (the
+/// attempt it used counts); fenced, and only while the lease is still expired.
 async fn requeue_expired(
     conn: &mut AnyConnection,
     held: Held<'_>,
     why: &str,
     now: Millis,
+    run_at: Millis,
 ) -> Result<bool> {
     let n = sqlx::query(&format!(
-        "UPDATE sync_job SET state = 'retryable', run_at = $1, last_error = $2, lease_owner = NULL, \
+        "UPDATE sync_job SET state = 'retryable', run_at = $5, last_error = $2, lease_owner = NULL, \
          lease_expires_at = NULL WHERE {} AND lease_expires_at < $1",
         fence(3)
     ))
@@ -354,6 +364,7 @@ async fn requeue_expired(
     .bind(why)
     .bind(held.job_id)
     .bind(held.attempt)
+    .bind(run_at)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -362,7 +373,7 @@ async fn requeue_expired(
             "UPDATE connector_sync_event SET status = 'queued', last_error = $1, next_attempt_at = $2 WHERE id = $3",
         )
         .bind(why)
-        .bind(now)
+        .bind(run_at)
         .bind(held.event_id)
         .execute(&mut *conn)
         .await?;
