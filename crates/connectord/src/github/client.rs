@@ -64,7 +64,10 @@ impl GithubClient {
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
+            // A stall, not a length: a tarball of a large repository streams
+            // for minutes, so there is no timeout on the whole request, but
+            // no read may wait more than this for the next bytes.
+            .read_timeout(Duration::from_secs(60))
             .build()?;
         Ok(Self {
             http,
@@ -92,9 +95,13 @@ impl GithubClient {
                 .token(&self.http, &self.api, installation_id)
                 .await?;
             let sent = std::time::Instant::now();
-            let res = self
-                .http
-                .get(&url)
+            let mut req = self.http.get(&url);
+            if !path.contains("/tarball/") {
+                // Everything but an archive is small: a whole answer that
+                // takes longer than this is a stalled or trickling server.
+                req = req.timeout(Duration::from_secs(120));
+            }
+            let res = req
                 .header("accept", accept)
                 .header("authorization", format!("Bearer {token}"))
                 .send()
