@@ -5,13 +5,14 @@
 //! 2. List the tree recursively; if GitHub truncates it, walk sub-trees.
 //! 3. Restrict to the path prefix and diff by blob SHA against the store.
 //! 4. Fetch what changed: per blob, or one tarball above the threshold.
-//! 5. Return the changes; the worker applies them with the job's completion
-//!    in one transaction.
+//! 5. Store each file's bytes as a blob as soon as they are verified; return
+//!    the changes (paths → blob ids), which the worker applies with the job's
+//!    completion in one transaction.
 
 use super::client::{ApiError, GithubClient};
 use super::tarball;
 use crate::store::models::{ClaimedJob, DocumentChange, FileFailure, SyncCounts, SyncResult};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::sync::{ReconcileError, Reconciler};
 use async_trait::async_trait;
 use base64::Engine;
@@ -401,6 +402,25 @@ impl Reconciler for GithubReconciler {
                 skip("lfs_pointer");
                 continue;
             }
+            // Stored now, under its verified git blob id; the completion only
+            // points the document at it, and the bytes go out of scope here.
+            match self.store.put_blob(&w.sha, &bytes).await {
+                Ok(()) => {}
+                Err(StoreError::Invalid(message)) => {
+                    failures.push(FileFailure {
+                        path: w.path.clone(),
+                        message,
+                    });
+                    keep.insert(w.path.clone());
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ReconcileError::Transient(format!(
+                        "storing blob {}: {e}",
+                        w.sha
+                    )))
+                }
+            }
             if w.created {
                 counts.created += 1;
             } else {
@@ -410,8 +430,8 @@ impl Reconciler for GithubReconciler {
             changes.push(DocumentChange::Upsert {
                 path: w.path.clone(),
                 blob_sha: w.sha.clone(),
+                size: bytes.len() as i64,
                 is_binary: is_binary(&bytes),
-                content: bytes,
             });
         }
         // Everything stored that the tree no longer backs goes: deleted, moved
