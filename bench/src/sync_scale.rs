@@ -77,8 +77,12 @@ fn page(i: usize, bytes: usize) -> Vec<u8> {
         n = n
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        s.push_str(words[(n >> 33) as usize % words.len()]);
-        s.push(if (n >> 20) % 13 == 0 { '\n' } else { ' ' });
+        s.push_str(words[(n >> 33) % words.len()]);
+        s.push(if (n >> 20).is_multiple_of(13) {
+            '\n'
+        } else {
+            ' '
+        });
     }
     s.truncate(bytes);
     s.into_bytes()

@@ -346,8 +346,20 @@ async fn metrics(State(app): State<AppState>) -> Response {
 /// for at most 3 days (7 on GitHub Enterprise Server).
 const PUSH_HISTORY: Duration = Duration::from_secs(14 * 86_400);
 
+/// Revisions of a target readable with `?revision=`: the newest this many…
+const REVISIONS_KEPT: i64 = 10;
+/// …and any younger than this, so a consumer paging an old revision has an
+/// hour to finish.
+const REVISION_MIN_AGE: Duration = Duration::from_secs(3600);
+/// Unreferenced blobs younger than this are never collected: a sync writes
+/// its blobs before the completion that points documents at them, and no
+/// sync runs a day (one that does is refused at completion and retried;
+/// store/sql/blobs.rs).
+const BLOB_GRACE: Duration = Duration::from_secs(86_400);
+
 /// Hourly: drops retained delivery bodies past their retention, push history
-/// past [`PUSH_HISTORY`], and finished syncs and deliveries past theirs.
+/// past [`PUSH_HISTORY`], finished syncs and deliveries past theirs, and
+/// content no retained revision shows ([`REVISIONS_KEPT`], [`BLOB_GRACE`]).
 async fn prune(
     store: Arc<dyn Store>,
     retention: Duration,
@@ -373,6 +385,17 @@ async fn prune(
                 "pruned finished syncs and deliveries past retention"
             ),
             Err(e) => tracing::warn!(error = %e, "pruning history failed"),
+        }
+        let now = crate::store::models::now_ms();
+        let content = crate::store::models::ContentRetention {
+            keep_revisions: REVISIONS_KEPT,
+            revisions_before: now - REVISION_MIN_AGE.as_millis() as i64,
+            blobs_before: now - BLOB_GRACE.as_millis() as i64,
+        };
+        match store.prune_content(content).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned old revisions and unreferenced blobs"),
+            Err(e) => tracing::warn!(error = %e, "pruning content failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -97,16 +97,18 @@ conformance! {
 async fn history_past_retention_is_pruned_but_pending_work_and_document_sources_stay() {
     // The first push's sync completes and writes a document; the second is
     // superseded by the third, which stays queued behind nothing (no worker runs it).
-    let reconciler = ScriptedReconciler::new(|job, n| {
+    let blob = connectord::github::tarball::git_blob_sha(b"doc");
+    let named = blob.clone();
+    let reconciler = ScriptedReconciler::new(move |job, n| {
         if n == 1 {
             let path = "a.md".to_owned();
             Ok(connectord::store::models::SyncResult {
                 head_sha: job.job.head_sha.clone(),
                 changes: vec![connectord::store::models::DocumentChange::Upsert {
                     path,
-                    blob_sha: sha('d'),
+                    blob_sha: named.clone(),
+                    size: 3,
                     is_binary: false,
-                    content: b"doc".to_vec(),
                 }],
                 ..Default::default()
             })
@@ -119,6 +121,7 @@ async fn history_past_retention_is_pruned_but_pending_work_and_document_sources_
         ..Default::default()
     })
     .await;
+    app.store.put_blob(&blob, b"doc").await.expect("put blob");
     let connector = app.create_connector(33).await;
     let (target, initial) = app
         .create_target(&connector, "octo/docs", Some(330), "main")

@@ -1432,7 +1432,8 @@ async fn two_ingress_and_three_workers_on_postgres_survive_a_kill_and_converge()
             ));
         }
         let stored: BTreeMap<String, (String, Vec<u8>)> = sqlx::query_as(
-            "SELECT path, blob_sha, content FROM document WHERE target_id = $1 ORDER BY path",
+            "SELECT d.path, d.blob_sha, b.content FROM document d JOIN blob b ON b.sha = d.blob_sha \
+             WHERE d.target_id = $1 AND d.to_seq IS NULL ORDER BY d.path",
         )
         .bind(id)
         .fetch_all(&db)
@@ -1631,12 +1632,14 @@ async fn a_worker_killed_after_the_last_push_leaves_the_target_at_the_last_head(
         .connect(&db_url)
         .await
         .unwrap();
-    let stored: Vec<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT path, content FROM document WHERE target_id = $1 ORDER BY path")
-            .bind(&target_id)
-            .fetch_all(&db)
-            .await
-            .unwrap();
+    let stored: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT d.path, b.content FROM document d JOIN blob b ON b.sha = d.blob_sha \
+             WHERE d.target_id = $1 AND d.to_seq IS NULL ORDER BY d.path",
+    )
+    .bind(&target_id)
+    .fetch_all(&db)
+    .await
+    .unwrap();
     let expected: Vec<(String, Vec<u8>)> = git_files(&c.repo, &c.commits[2])
         .into_iter()
         .map(|(path, (_, bytes))| (path, bytes))

@@ -4,7 +4,7 @@
 use super::query;
 use crate::error::{ApiError, ApiResult, ErrorBody, NotFoundExt};
 use crate::startup::AppState;
-use crate::store::models::{ChangeEntry, Document, Listing, Page};
+use crate::store::models::{ChangeEntry, DocumentListing, Listing, Page};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -30,7 +30,20 @@ pub struct DocumentParams {
     pub prefix: Option<String>,
     /// 1 to 1000, default 100.
     pub limit: Option<i64>,
+    /// The previous page's `nextCursor`; it carries that page's revision, so
+    /// every page of one listing shows the same revision.
     pub cursor: Option<String>,
+    /// A head SHA: the documents as the sync of that commit left them (the
+    /// latest revisions of each target are kept; see `revision` in the
+    /// answer). Default: the latest revision.
+    pub revision: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RawDocumentParams {
+    /// A head SHA: the bytes as of that revision. Default: as stored now.
+    pub revision: Option<String>,
 }
 
 fn limit(l: Option<i64>) -> ApiResult<i64> {
@@ -44,39 +57,51 @@ fn limit(l: Option<i64>) -> ApiResult<i64> {
     }
 }
 
-/// The target's documents (metadata), in path order.
+/// The target's documents (metadata) in path order, all from one revision
+/// (named in the answer), however many syncs commit while the pages are read.
 #[utoipa::path(get, path = "/v1/admin/targets/{id}/documents", params(DocumentParams), tag = "documents",
-    responses((status = 200, body = DocumentList), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DocumentListing),
+        (status = 404, body = ErrorBody, description = "no such target, or the revision is not retained"),
+        (status = 409, body = ErrorBody, description = "the cursor's revision is no longer retained")))]
 pub async fn list_documents(
     State(app): State<AppState>,
     Path(id): Path<String>,
     q: Result<Query<DocumentParams>, QueryRejection>,
-) -> ApiResult<Json<Listing<Document>>> {
+) -> ApiResult<Json<DocumentListing>> {
     let q = query(q)?;
     let page = Page {
         limit: limit(q.limit)?,
         cursor: q.cursor.filter(|c| !c.is_empty()),
     };
     let prefix = q.prefix.filter(|p| !p.is_empty());
+    let revision = q.revision.filter(|r| !r.is_empty());
+    let what = if revision.is_some() {
+        "target or revision"
+    } else {
+        "target"
+    };
     Ok(Json(
         app.store
-            .list_documents(&id, prefix.as_deref(), &page)
+            .list_documents(&id, prefix.as_deref(), revision.as_deref(), &page)
             .await
-            .or_not_found("target")?,
+            .or_not_found(what)?,
     ))
 }
 
 /// A document's bytes, with its git blob SHA as the `ETag` (`If-None-Match` answers 304).
-#[utoipa::path(get, path = "/v1/admin/targets/{id}/documents/{path}", tag = "documents",
+#[utoipa::path(get, path = "/v1/admin/targets/{id}/documents/{path}", params(RawDocumentParams), tag = "documents",
     responses((status = 200, description = "the raw bytes"), (status = 304), (status = 404, body = ErrorBody)))]
 pub async fn get_document(
     State(app): State<AppState>,
     Path((id, path)): Path<(String, String)>,
+    q: Result<Query<RawDocumentParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let q = query(q)?;
+    let revision = q.revision.filter(|r| !r.is_empty());
     let (doc, content) = app
         .store
-        .get_document(&id, &path)
+        .get_document(&id, &path, revision.as_deref())
         .await
         .or_not_found("document")?;
     let etag = format!("\"{}\"", doc.blob_sha);
@@ -173,15 +198,6 @@ pub async fn list_changes(
             .await
             .or_not_found("target")?,
     ))
-}
-
-/// A page of documents (schema only).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct DocumentList {
-    items: Vec<Document>,
-    #[schema(nullable)]
-    next_cursor: Option<String>,
 }
 
 /// A page of the change feed (schema only).

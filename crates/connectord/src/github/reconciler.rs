@@ -7,8 +7,10 @@
 //! 4. Choose blobs or one tarball (`fetch_plan::choose`) and stream the
 //!    files in; every checked file goes through [`GithubReconciler::accept_file`],
 //!    one at a time, with at most a few in memory besides what is accepted.
-//! 5. Return the changes; the worker applies them with the job's completion
-//!    in one transaction.
+//!    Each is stored as a blob at once (its own short write) and only its
+//!    blob id is kept.
+//! 5. Return the changes (paths → blob ids); the worker applies them with
+//!    the job's completion in one transaction.
 
 use super::blobs;
 use super::client::{ApiError, GithubClient};
@@ -18,7 +20,7 @@ use super::tarball::{self, ArchiveError, Expected, Limits, Verified};
 use super::tree;
 use super::FetchSettings;
 use crate::store::models::{ClaimedJob, DocumentChange, FileFailure, SyncCounts, SyncResult};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::sync::{ReconcileError, Reconciler};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -102,7 +104,12 @@ impl GithubReconciler {
     /// Every file a sync stores passes here, one at a time, and only checked
     /// (a [`Verified`] is the tree's blob, size and SHA): from the tarball as
     /// from the blob path. This is where the bytes leave the fetch.
-    async fn accept_file(&self, acc: &mut Accepted, w: &Wanted, file: Verified) {
+    async fn accept_file(
+        &self,
+        acc: &mut Accepted,
+        w: &Wanted,
+        file: Verified,
+    ) -> Result<(), ReconcileError> {
         let bytes = file.into_bytes();
         if bytes.len() < 1024 && bytes.starts_with(LFS_HEADER) {
             acc.skip("lfs_pointer");
@@ -112,7 +119,22 @@ impl GithubReconciler {
                     path: w.path.clone(),
                 });
             }
-            return;
+            return Ok(());
+        }
+        // Stored now, under its verified git blob id; the completion only
+        // points the document at it, and the bytes go out of scope here.
+        match self.store.put_blob(&w.sha, &bytes).await {
+            Ok(()) => {}
+            Err(StoreError::Invalid(message)) => {
+                acc.fail(w, message);
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(ReconcileError::Transient(format!(
+                    "storing blob {}: {e}",
+                    w.sha
+                )))
+            }
         }
         if w.created {
             acc.counts.created += 1;
@@ -122,9 +144,10 @@ impl GithubReconciler {
         acc.changes.push(DocumentChange::Upsert {
             path: w.path.clone(),
             blob_sha: w.sha.clone(),
+            size: bytes.len() as i64,
             is_binary: is_binary(&bytes),
-            content: bytes,
         });
+        Ok(())
     }
 
     /// Downloads each distinct blob once, [`BLOB_CONCURRENCY`] at a time,
@@ -154,7 +177,7 @@ impl GithubReconciler {
             match result {
                 Ok(file) => {
                     for w in &paths {
-                        self.accept_file(acc, w, file.clone()).await;
+                        self.accept_file(acc, w, file.clone()).await?;
                     }
                 }
                 Err(e @ ApiError::RateLimited { .. }) => return Err(e.into()),
@@ -258,7 +281,7 @@ impl GithubReconciler {
         });
         while let Some((path, file)) = rx.recv().await {
             if let Some(w) = pending.remove(&path) {
-                self.accept_file(acc, &w, file).await;
+                self.accept_file(acc, &w, file).await?;
             }
         }
         match reading.await {

@@ -131,6 +131,10 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_history(&self, before: Millis) -> Result<u64>;
     /// Forgets recorded pushes (the stale-push rule's memory) received before `before`.
     async fn prune_push_history(&self, before: Millis) -> Result<u64>;
+    /// Drops what no retained revision can show: documents of removed targets,
+    /// revisions past `retention`, document versions only they showed, and
+    /// unreferenced blobs past the grace period. Returns rows deleted.
+    async fn prune_content(&self, retention: ContentRetention) -> Result<u64>;
 
     // --- queue -------------------------------------------------------------
 
@@ -206,15 +210,30 @@ pub trait Store: Send + Sync + 'static {
 
     // --- content -------------------------------------------------------------
 
+    /// Stores a file's bytes once under their git blob id, in its own short
+    /// write, before any document points at them. `sha` must be the bytes'
+    /// git blob id (else [`StoreError::Invalid`]); an already stored blob is
+    /// left as it is.
+    async fn put_blob(&self, sha: &str, bytes: &[u8]) -> Result<()>;
     /// What the store holds of a target: path → git blob SHA.
     async fn document_manifest(&self, target_id: &str) -> Result<HashMap<String, String>>;
+    /// One revision's documents: `revision` (a head SHA), else the cursor's
+    /// revision, else the latest. A head no longer retained is `NotFound`; a
+    /// cursor whose revision is gone is `Conflict`.
     async fn list_documents(
         &self,
         target_id: &str,
         prefix: Option<&str>,
+        revision: Option<&str>,
         page: &Page,
-    ) -> Result<Listing<Document>>;
-    async fn get_document(&self, target_id: &str, path: &str) -> Result<(Document, Vec<u8>)>;
+    ) -> Result<DocumentListing>;
+    /// A document and its bytes, now or as of `revision` (a head SHA).
+    async fn get_document(
+        &self,
+        target_id: &str,
+        path: &str,
+        revision: Option<&str>,
+    ) -> Result<(Document, Vec<u8>)>;
     /// The target's change feed after `after` (a `seq`), oldest first.
     async fn list_changes(
         &self,

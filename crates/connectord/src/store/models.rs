@@ -266,14 +266,16 @@ pub struct SyncResult {
     pub changes: Vec<DocumentChange>,
 }
 
-/// One change to a target's stored documents.
+/// One change to a target's stored documents. An upsert names a blob the
+/// reconciler has already written with [`Store::put_blob`](crate::store::Store::put_blob):
+/// the completion moves document rows, never bytes.
 #[derive(Debug, Clone)]
 pub enum DocumentChange {
     Upsert {
         path: String,
         blob_sha: String,
+        size: i64,
         is_binary: bool,
-        content: Vec<u8>,
     },
     Delete {
         path: String,
@@ -294,6 +296,46 @@ pub struct Document {
     pub sync_event_id: String,
 }
 
+/// One synced revision of a target: the documents as that sync left them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    /// The commit synced (null only for a revision recorded before heads were).
+    pub head_sha: Option<String>,
+    /// The change feed's last `seq` in this revision (0: none yet).
+    pub seq: i64,
+    /// False when the sync ended `partial` (some files kept their older content).
+    pub complete: bool,
+    /// The sync that made it (null for the revision recorded at migration).
+    pub sync_event_id: Option<String>,
+    pub created_at: String,
+}
+
+/// One page of a target's documents, all from one revision.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentListing {
+    pub items: Vec<Document>,
+    /// Pass back as `cursor`: later pages stay on this page's revision.
+    #[schema(nullable)]
+    pub next_cursor: Option<String>,
+    /// The revision every item of this listing belongs to (null: nothing synced yet).
+    #[schema(nullable)]
+    pub revision: Option<Revision>,
+}
+
+/// What retention keeps of the content store.
+#[derive(Debug, Clone, Copy)]
+pub struct ContentRetention {
+    /// Revisions kept per target, newest first, whatever their age.
+    pub keep_revisions: i64,
+    /// Older revisions are dropped once made before this.
+    pub revisions_before: Millis,
+    /// Unreferenced blobs are collected only if written before this: a sync
+    /// writes its blobs before the transaction that points documents at them.
+    pub blobs_before: Millis,
+}
+
 /// One entry of a target's change feed.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -306,4 +348,6 @@ pub struct ChangeEntry {
     /// Null for deletions.
     pub blob_sha: Option<String>,
     pub sync_event_id: String,
+    /// The revision (head SHA) the change belongs to: `?revision=` on the documents API.
+    pub head_sha: Option<String>,
 }

@@ -239,7 +239,14 @@ impl WorkerPool {
     ) -> crate::store::Result<()> {
         let now = now_ms();
         let kept = match result {
-            Ok(r) => self.store.finish_job(job, &r, now).await?,
+            Ok(r) => match self.store.finish_job(job, &r, now).await {
+                // The completion was refused (a blob it names is gone, say):
+                // nothing was applied, so the sync runs again like any transient failure.
+                Err(crate::store::StoreError::Conflict(msg)) => {
+                    return Box::pin(self.record(job, Err(ReconcileError::Transient(msg)))).await
+                }
+                other => other?,
+            },
             Err(ReconcileError::Permanent(msg)) => {
                 self.store
                     .fail_job(job, &msg, FailureHealth::Failing, now)

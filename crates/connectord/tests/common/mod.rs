@@ -5,6 +5,7 @@
 //! the webhook and the admin API.
 
 pub mod backend;
+pub mod content;
 pub mod edge_server;
 pub mod process;
 pub mod raw_http;

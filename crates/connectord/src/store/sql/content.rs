@@ -1,154 +1,197 @@
-//! The content store: documents per target and the append-only change feed.
+//! The content store's writes: a sync's document changes, the change feed
+//! and the revision they make, applied inside the job's completion.
+//!
+//! Bytes are not here: they were written before, one blob at a time
+//! (`blobs.rs`), so this transaction's size follows the number of changed
+//! paths. Document rows are versioned (`from_seq`/`to_seq`, the feed entries
+//! that started and ended them) so a recorded revision stays readable after
+//! later syncs (`snapshot.rs`).
 
+use super::dialect::Dialect;
 use crate::store::models::*;
 use crate::store::{Result, StoreError};
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
 
+/// Where a completion's changes go, and what they are part of.
+pub struct Apply<'a> {
+    pub target_id: &'a str,
+    pub event_id: &'a str,
+    /// The revision (head SHA) the feed entries belong to.
+    pub head_sha: Option<&'a str>,
+    pub now: Millis,
+}
+
 /// Writes the changes and their feed entries. An upsert of identical content
-/// (same blob SHA) is a no-op, so applying the same result twice changes nothing.
+/// (same blob SHA) is a no-op, so applying the same result twice changes
+/// nothing. An upsert whose blob is not stored is refused (the whole
+/// completion rolls back and the job is retried): a document never points at
+/// missing bytes.
 pub async fn apply_changes(
     conn: &mut AnyConnection,
-    target_id: &str,
-    event_id: &str,
+    at: &Apply<'_>,
     changes: &[DocumentChange],
-    now: Millis,
 ) -> Result<()> {
     for change in changes {
-        let (path, op, blob) = match change {
+        match change {
             DocumentChange::Upsert {
                 path,
                 blob_sha,
+                size,
                 is_binary,
-                content,
             } => {
-                let existing: Option<String> = sqlx::query_scalar(
-                    "SELECT blob_sha FROM document WHERE target_id = $1 AND path = $2",
-                )
-                .bind(target_id)
-                .bind(path)
-                .fetch_optional(&mut *conn)
-                .await?;
+                let existing = current_blob(conn, at.target_id, path).await?;
                 if existing.as_deref() == Some(blob_sha.as_str()) {
                     continue;
                 }
-                sqlx::query(
-                    "INSERT INTO document (target_id, path, blob_sha, size, is_binary, content, updated_at, sync_event_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (target_id, path) DO UPDATE SET \
-                     blob_sha = excluded.blob_sha, size = excluded.size, is_binary = excluded.is_binary, \
-                     content = excluded.content, updated_at = excluded.updated_at, sync_event_id = excluded.sync_event_id",
-                )
-                .bind(target_id)
-                .bind(path)
-                .bind(blob_sha)
-                .bind(content.len() as i64)
-                .bind(is_binary)
-                .bind(content)
-                .bind(now)
-                .bind(event_id)
-                .execute(&mut *conn)
-                .await?;
+                require_blob(conn, blob_sha, *size).await?;
                 let op = if existing.is_some() {
                     "updated"
                 } else {
                     "created"
                 };
-                (path, op, Some(blob_sha.as_str()))
+                let seq = feed(conn, at, path, op, Some(blob_sha)).await?;
+                end_current(conn, at.target_id, path, seq).await?;
+                sqlx::query(
+                    "INSERT INTO document (target_id, path, from_seq, to_seq, blob_sha, size, is_binary, updated_at, sync_event_id) \
+                     VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8)",
+                )
+                .bind(at.target_id)
+                .bind(path)
+                .bind(seq)
+                .bind(blob_sha)
+                .bind(*size)
+                .bind(*is_binary)
+                .bind(at.now)
+                .bind(at.event_id)
+                .execute(&mut *conn)
+                .await?;
             }
             DocumentChange::Delete { path } => {
-                let n = sqlx::query("DELETE FROM document WHERE target_id = $1 AND path = $2")
-                    .bind(target_id)
-                    .bind(path)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                if n == 0 {
+                if current_blob(conn, at.target_id, path).await?.is_none() {
                     continue;
                 }
-                (path, "deleted", None)
+                let seq = feed(conn, at, path, "deleted", None).await?;
+                end_current(conn, at.target_id, path, seq).await?;
             }
-        };
-        sqlx::query(
-            "INSERT INTO document_change (target_id, path, op, blob_sha, sync_event_id) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(target_id)
-        .bind(path)
-        .bind(op)
-        .bind(blob)
-        .bind(event_id)
-        .execute(&mut *conn)
-        .await?;
+        }
     }
     Ok(())
 }
 
+async fn current_blob(
+    conn: &mut AnyConnection,
+    target_id: &str,
+    path: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT blob_sha FROM document WHERE target_id = $1 AND path = $2 AND to_seq IS NULL",
+    )
+    .bind(target_id)
+    .bind(path)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// The blob must be stored, with the size the change claims. On PostgreSQL the
+/// row is share-locked until commit, so a concurrent collection of unreferenced
+/// blobs waits for this transaction (and then finds the blob referenced).
+async fn require_blob(conn: &mut AnyConnection, sha: &str, size: i64) -> Result<()> {
+    let lock = match Dialect::of(conn) {
+        Dialect::Postgres => " FOR KEY SHARE",
+        Dialect::Sqlite => "",
+    };
+    let stored: Option<i64> =
+        sqlx::query_scalar(&format!("SELECT size FROM blob WHERE sha = $1{lock}"))
+            .bind(sha)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match stored {
+        Some(s) if s == size => Ok(()),
+        Some(s) => Err(StoreError::Conflict(format!(
+            "blob {sha} is {s} bytes, the change says {size}"
+        ))),
+        None => Err(StoreError::Conflict(format!(
+            "blob {sha} is not stored; it must be written before the documents that use it"
+        ))),
+    }
+}
+
+/// Appends a feed entry and returns its `seq`.
+async fn feed(
+    conn: &mut AnyConnection,
+    at: &Apply<'_>,
+    path: &str,
+    op: &str,
+    blob: Option<&str>,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO document_change (target_id, path, op, blob_sha, sync_event_id, head_sha) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+    )
+    .bind(at.target_id)
+    .bind(path)
+    .bind(op)
+    .bind(blob)
+    .bind(at.event_id)
+    .bind(at.head_sha)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Ends the current version of `path` at feed entry `seq` (kept for older revisions).
+async fn end_current(
+    conn: &mut AnyConnection,
+    target_id: &str,
+    path: &str,
+    seq: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE document SET to_seq = $1 WHERE target_id = $2 AND path = $3 AND to_seq IS NULL",
+    )
+    .bind(seq)
+    .bind(target_id)
+    .bind(path)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the revision this completion leaves: the target's feed position
+/// after it. The target's row lock (PostgreSQL) or the one writer (SQLite)
+/// orders a target's completions, so a later revision always ends later.
+pub async fn record_revision(
+    conn: &mut AnyConnection,
+    at: &Apply<'_>,
+    complete: bool,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO target_revision (target_id, head_sha, end_seq, complete, sync_event_id, created_at) \
+         VALUES ($1, $2, (SELECT coalesce(max(seq), 0) FROM document_change WHERE target_id = $1), $3, $4, $5)",
+    )
+    .bind(at.target_id)
+    .bind(at.head_sha)
+    .bind(complete)
+    .bind(at.event_id)
+    .bind(at.now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// What the store holds of a target now: path → git blob SHA.
 pub async fn manifest(
     conn: &mut AnyConnection,
     target_id: &str,
 ) -> Result<HashMap<String, String>> {
-    let rows = sqlx::query("SELECT path, blob_sha FROM document WHERE target_id = $1")
-        .bind(target_id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows =
+        sqlx::query("SELECT path, blob_sha FROM document WHERE target_id = $1 AND to_seq IS NULL")
+            .bind(target_id)
+            .fetch_all(&mut *conn)
+            .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("path")?, r.try_get("blob_sha")?)))
         .collect()
-}
-
-fn document_from_row(r: &AnyRow) -> Result<Document> {
-    Ok(Document {
-        path: r.try_get("path")?,
-        blob_sha: r.try_get("blob_sha")?,
-        size: r.try_get("size")?,
-        is_binary: super::dialect::flag(r, "is_binary")?,
-        updated_at: rfc3339(r.try_get("updated_at")?),
-        sync_event_id: r.try_get("sync_event_id")?,
-    })
-}
-
-const DOCUMENT_COLUMNS: &str = "path, blob_sha, size, is_binary, updated_at, sync_event_id";
-
-/// Documents in path order; the cursor is the last path of the previous page.
-pub async fn list_documents(
-    conn: &mut AnyConnection,
-    target_id: &str,
-    prefix: Option<&str>,
-    page: &Page,
-) -> Result<Listing<Document>> {
-    // `substr` rather than LIKE: paths may contain `%` and `_`.
-    let rows = sqlx::query(&format!(
-        "SELECT {DOCUMENT_COLUMNS} FROM document WHERE target_id = $1 \
-         AND ($2 IS NULL OR substr(path, 1, length($2)) = $2) AND ($3 IS NULL OR path > $3) \
-         ORDER BY path LIMIT $4"
-    ))
-    .bind(target_id)
-    .bind(prefix)
-    .bind(&page.cursor)
-    .bind(page.limit + 1)
-    .fetch_all(&mut *conn)
-    .await?;
-    let items = rows
-        .iter()
-        .map(document_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(super::admin::page(items, page.limit, |d| d.path.clone()))
-}
-
-pub async fn get_document(
-    conn: &mut AnyConnection,
-    target_id: &str,
-    path: &str,
-) -> Result<(Document, Vec<u8>)> {
-    let row = sqlx::query(&format!(
-        "SELECT {DOCUMENT_COLUMNS}, content FROM document WHERE target_id = $1 AND path = $2"
-    ))
-    .bind(target_id)
-    .bind(path)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    Ok((document_from_row(&row)?, row.try_get("content")?))
 }
 
 pub async fn list_changes(
@@ -158,7 +201,7 @@ pub async fn list_changes(
     limit: i64,
 ) -> Result<Listing<ChangeEntry>> {
     let rows = sqlx::query(
-        "SELECT seq, target_id, path, op, blob_sha, sync_event_id FROM document_change \
+        "SELECT seq, target_id, path, op, blob_sha, sync_event_id, head_sha FROM document_change \
          WHERE target_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     )
     .bind(target_id)
@@ -176,6 +219,7 @@ pub async fn list_changes(
                 op: r.try_get("op")?,
                 blob_sha: r.try_get("blob_sha")?,
                 sync_event_id: r.try_get("sync_event_id")?,
+                head_sha: r.try_get("head_sha")?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -12,6 +12,7 @@
 //!   claims, and `LISTEN/NOTIFY` wake-ups across processes.
 
 mod admin;
+mod blobs;
 mod claim;
 mod content;
 mod dialect;
@@ -23,6 +24,7 @@ pub mod postgres;
 mod queue;
 mod reads;
 mod retention;
+mod snapshot;
 pub mod sqlite;
 mod writer;
 
@@ -216,6 +218,10 @@ impl Store for SqlStore {
         self.prune_history_before(before).await
     }
 
+    async fn prune_content(&self, retention: ContentRetention) -> Result<u64> {
+        self.prune_content_with(retention).await
+    }
+
     async fn claim_job(
         &self,
         owner: &str,
@@ -399,6 +405,10 @@ impl Store for SqlStore {
         reads::list_deliveries(&self.read, p).await
     }
 
+    async fn put_blob(&self, sha: &str, bytes: &[u8]) -> Result<()> {
+        self.put_blob_bytes(sha, bytes).await
+    }
+
     async fn document_manifest(&self, target_id: &str) -> Result<HashMap<String, String>> {
         content::manifest(&mut *self.read_conn().await?, target_id).await
     }
@@ -407,15 +417,21 @@ impl Store for SqlStore {
         &self,
         target_id: &str,
         prefix: Option<&str>,
+        revision: Option<&str>,
         page: &Page,
-    ) -> Result<Listing<Document>> {
+    ) -> Result<DocumentListing> {
         let mut conn = self.read_conn().await?;
         get_target(&mut conn, target_id).await?;
-        content::list_documents(&mut conn, target_id, prefix, page).await
+        snapshot::list_documents(&mut conn, target_id, prefix, revision, page).await
     }
 
-    async fn get_document(&self, target_id: &str, path: &str) -> Result<(Document, Vec<u8>)> {
-        content::get_document(&mut *self.read_conn().await?, target_id, path).await
+    async fn get_document(
+        &self,
+        target_id: &str,
+        path: &str,
+        revision: Option<&str>,
+    ) -> Result<(Document, Vec<u8>)> {
+        snapshot::get_document(&mut *self.read_conn().await?, target_id, path, revision).await
     }
 
     async fn list_changes(

@@ -96,9 +96,16 @@ pub async fn complete(
     }
     let event_id = &job.job.connector_sync_event_id;
     let target_id = &job.job.connector_target_id;
-    super::content::apply_changes(conn, target_id, event_id, &result.changes, now).await?;
     let complete = result.failures.is_empty();
     let head = result.head_sha.clone().or_else(|| job.job.head_sha.clone());
+    let at = super::content::Apply {
+        target_id,
+        event_id,
+        head_sha: head.as_deref(),
+        now,
+    };
+    super::content::apply_changes(conn, &at, &result.changes).await?;
+    super::content::record_revision(conn, &at, complete).await?;
     sqlx::query(
         "UPDATE connector_sync_event SET status = $1, head_sha = coalesce($2, head_sha), created_count = $3, \
          updated_count = $4, deleted_count = $5, skipped_count = $6, skipped_reasons = $7, failures = $8, \
