@@ -210,11 +210,16 @@ pub trait Store: Send + Sync + 'static {
 
     // --- content -------------------------------------------------------------
 
-    /// Stores a file's bytes once under their git blob id, in its own short
-    /// write, before any document points at them. `sha` must be the bytes'
-    /// git blob id (else [`StoreError::Invalid`]); an already stored blob is
-    /// left as it is.
-    async fn put_blob(&self, sha: &str, bytes: &[u8]) -> Result<()>;
+    /// Stores files' bytes once under their git blob ids, in one short write
+    /// of their own, before any document points at them. Each `sha` must be
+    /// its bytes' git blob id (else [`StoreError::Invalid`] and nothing is
+    /// written); an already stored blob is left as it is.
+    async fn put_blobs(&self, blobs: Vec<(String, Vec<u8>)>) -> Result<()>;
+
+    /// [`Store::put_blobs`] for one file.
+    async fn put_blob(&self, sha: &str, bytes: &[u8]) -> Result<()> {
+        self.put_blobs(vec![(sha.to_owned(), bytes.to_vec())]).await
+    }
     /// What the store holds of a target: path → git blob SHA.
     async fn document_manifest(&self, target_id: &str) -> Result<HashMap<String, String>>;
     /// One revision's documents: `revision` (a head SHA), else the cursor's

@@ -23,40 +23,54 @@ use futures::FutureExt;
 const BATCH: i64 = 500;
 
 impl SqlStore {
-    pub(super) async fn put_blob_bytes(&self, sha: &str, bytes: &[u8]) -> Result<()> {
-        let actual = crate::github::tarball::git_blob_sha(bytes);
-        if actual != sha {
-            return Err(StoreError::Invalid(format!(
-                "blob {sha}: the bytes hash to {actual}"
-            )));
+    /// One write for a batch: a sync's files are many and each write is a
+    /// commit (an fsync on SQLite), so one per file made a 10,000-file first
+    /// sync spend most of its time committing.
+    pub(super) async fn put_blob_bytes(&self, blobs: Vec<(String, Vec<u8>)>) -> Result<()> {
+        for (sha, bytes) in &blobs {
+            let actual = crate::github::tarball::git_blob_sha(bytes);
+            if actual != *sha {
+                return Err(StoreError::Invalid(format!(
+                    "blob {sha}: the bytes hash to {actual}"
+                )));
+            }
         }
         // Already stored (another branch, target or commit has the file):
         // nothing to send through the writer.
-        let stored: Option<i64> = sqlx::query_scalar("SELECT size FROM blob WHERE sha = $1")
-            .bind(sha)
-            .fetch_optional(&self.read)
-            .await?;
-        if stored.is_some() {
+        let shas: Vec<&str> = blobs.iter().map(|(s, _)| s.as_str()).collect();
+        let json = serde_json::to_string(&shas).map_err(|e| StoreError::Internal(e.into()))?;
+        let stored: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT sha FROM blob WHERE sha IN ({})",
+            self.dialect().json_strings(1)
+        ))
+        .bind(json)
+        .fetch_all(&self.read)
+        .await?;
+        let stored: std::collections::HashSet<String> = stored.into_iter().collect();
+        let mut missing: Vec<(String, Vec<u8>)> = blobs
+            .into_iter()
+            .filter(|(sha, _)| !stored.contains(sha))
+            .collect();
+        missing.sort_by(|a, b| a.0.cmp(&b.0));
+        missing.dedup_by(|a, b| a.0 == b.0);
+        if missing.is_empty() {
             return Ok(());
         }
-        let (sha, bytes, now) = (
-            sha.to_owned(),
-            bytes.to_vec(),
-            crate::store::models::now_ms(),
-        );
+        let now = crate::store::models::now_ms();
         self.write(move |c| {
             async move {
-                let size = bytes.len() as i64;
-                sqlx::query(
-                    "INSERT INTO blob (sha, size, content, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (sha) DO NOTHING",
-                )
-                .bind(sha)
-                .bind(size)
-                .bind(bytes)
-                .bind(now)
-                .execute(c)
-                .await?;
+                for (sha, bytes) in missing {
+                    sqlx::query(
+                        "INSERT INTO blob (sha, size, content, created_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (sha) DO NOTHING",
+                    )
+                    .bind(sha)
+                    .bind(bytes.len() as i64)
+                    .bind(bytes)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+                }
                 Ok(())
             }
             .boxed()

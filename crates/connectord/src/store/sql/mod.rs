@@ -405,8 +405,8 @@ impl Store for SqlStore {
         reads::list_deliveries(&self.read, p).await
     }
 
-    async fn put_blob(&self, sha: &str, bytes: &[u8]) -> Result<()> {
-        self.put_blob_bytes(sha, bytes).await
+    async fn put_blobs(&self, blobs: Vec<(String, Vec<u8>)>) -> Result<()> {
+        self.put_blob_bytes(blobs).await
     }
 
     async fn document_manifest(&self, target_id: &str) -> Result<HashMap<String, String>> {
