@@ -125,7 +125,11 @@ impl Serve {
             .env("GITHUB_API_URL", fake.base_url())
             .env("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", SECRET)
             .env("CONNECTORD_ADMIN_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
+            // `SYNC_SCALE_LOG=debug` to see where a sync spends its time.
+            .env(
+                "RUST_LOG",
+                std::env::var("SYNC_SCALE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
