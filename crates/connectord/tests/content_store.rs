@@ -6,13 +6,13 @@ mod common;
 
 use async_trait::async_trait;
 use common::content::{blob_shas, document_rows};
+use common::github::spawn_with_github;
 use common::*;
 use connectord::github::tarball::git_blob_sha;
-use connectord::github::GithubAppConfig;
 use connectord::store::models::{now_ms, ClaimedJob, ContentRetention, DocumentChange, SyncResult};
 use connectord::store::{Store, StoreError};
 use connectord::sync::{ReconcileError, Reconciler};
-use fake_github::{FakeGitHub, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
+use fake_github::{FakeGitHub, TEST_APP_PUBLIC_KEY_PEM};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -67,15 +67,11 @@ async fn raw_at(
 }
 
 async fn spawn_synced(fake: &FakeGitHub) -> TestApp {
-    spawn_app_with(TestOptions {
-        github: Some(GithubAppConfig {
-            app_id: APP_ID,
-            private_key_pem: TEST_APP_PRIVATE_KEY_PEM.into(),
-            api_url: fake.base_url(),
-            fetch: connectord::github::FetchSettings::default(),
-        }),
-        ..Default::default()
-    })
+    spawn_with_github(
+        fake.base_url(),
+        connectord::github::FetchSettings::default(),
+        TestOptions::default(),
+    )
     .await
 }
 

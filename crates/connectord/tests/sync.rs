@@ -11,11 +11,10 @@
 
 mod common;
 
+use common::github::spawn_with_github;
 use common::*;
-use connectord::github::{FetchSettings, GithubAppConfig};
-use fake_github::{
-    Endpoint, FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
-};
+use connectord::github::FetchSettings;
+use fake_github::{Endpoint, FakeGitHub, GitRepo};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -25,70 +24,25 @@ use std::time::Duration;
 
 // --- local helpers ---------------------------------------------------------
 
-const APP_ID: i64 = 4242;
 const REPO: &str = "octo/docs";
 const FINAL: &[&str] = &["completed", "partial", "failed", "superseded", "cancelled"];
 /// The first line of every Git LFS pointer file (the LFS spec).
 const LFS_VERSION_LINE: &[u8] = b"version https://git-lfs.github.com/spec/v1\n";
 
-/// The fake with one installation and an empty repository [`REPO`] in it.
 async fn fake_with_repo(installation: i64, repo_id: i64) -> (FakeGitHub, GitRepo) {
-    let fake = FakeGitHub::start(APP_ID, TEST_APP_PUBLIC_KEY_PEM).await;
-    fake.add_installation(installation);
-    let repo = fake.add_repo(REPO, repo_id, installation);
-    (fake, repo)
+    common::github::fake_with_repo(REPO, installation, repo_id).await
 }
 
-fn github_config(api_url: String) -> GithubAppConfig {
-    GithubAppConfig {
-        app_id: APP_ID,
-        private_key_pem: TEST_APP_PRIVATE_KEY_PEM.into(),
-        api_url,
-        fetch: FetchSettings::default(),
-    }
-}
-
-/// The real application with the fake as its GitHub App API and the real
-/// GitHub reconciler (no scripted one), fast worker timings.
 async fn spawn_synced_app(fake: &FakeGitHub) -> TestApp {
     spawn_synced_app_with(fake.base_url(), TestOptions::default()).await
 }
 
-/// As [`spawn_synced_app`], with `api_url` as the REST base and `opts` (its
-/// data directory, worker timings); `opts.reconciler` must be None.
 async fn spawn_synced_app_with(api_url: String, opts: TestOptions) -> TestApp {
-    assert!(
-        opts.reconciler.is_none(),
-        "the real GitHub reconciler runs here"
-    );
-    spawn_app_with(TestOptions {
-        github: Some(github_config(api_url)),
-        ..opts
-    })
-    .await
+    spawn_with_github(api_url, FetchSettings::default(), opts).await
 }
 
-/// Creates connector `installation` and a target on `main` of [`REPO`] with
-/// `extra` fields (`pathPrefix`, `maxFileBytes`); returns (target, initial event).
 async fn track(app: &TestApp, installation: i64, repo_id: i64, extra: Value) -> (String, String) {
-    let connector = app.create_connector(installation).await;
-    let mut body = json!({"repositoryFullName": REPO, "repositoryId": repo_id, "branch": "main"});
-    if let Value::Object(extra) = extra {
-        for (k, v) in extra {
-            body[k] = v;
-        }
-    }
-    let (status, created) = app
-        .post(&format!("/v1/admin/connectors/{connector}/targets"), body)
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    (
-        created["id"].as_str().expect("id").to_owned(),
-        created["initialSyncEvent"]["id"]
-            .as_str()
-            .expect("initial event")
-            .to_owned(),
-    )
+    app.track_main(installation, REPO, repo_id, extra).await
 }
 
 /// Polls the sync event until `done` holds (up to `secs`).

@@ -6,38 +6,24 @@
 
 mod common;
 
+use common::github::spawn_with_github;
 use common::*;
 use connectord::github::tarball::{git_blob_sha, Limits};
-use connectord::github::{FetchMode, FetchSettings, GithubAppConfig};
-use fake_github::{
-    Endpoint, FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
-};
+use connectord::github::{FetchMode, FetchSettings};
+use fake_github::{Endpoint, FakeGitHub, GitRepo};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
 
-const APP_ID: i64 = 4242;
 const REPO: &str = "octo/docs";
 
 async fn fake_with_repo(installation: i64, repo_id: i64) -> (FakeGitHub, GitRepo) {
-    let fake = FakeGitHub::start(APP_ID, TEST_APP_PUBLIC_KEY_PEM).await;
-    fake.add_installation(installation);
-    let repo = fake.add_repo(REPO, repo_id, installation);
-    (fake, repo)
+    common::github::fake_with_repo(REPO, installation, repo_id).await
 }
 
 async fn spawn_synced(fake: &FakeGitHub, fetch: FetchSettings) -> TestApp {
-    spawn_app_with(TestOptions {
-        github: Some(GithubAppConfig {
-            app_id: APP_ID,
-            private_key_pem: TEST_APP_PRIVATE_KEY_PEM.into(),
-            api_url: fake.base_url(),
-            fetch,
-        }),
-        ..TestOptions::default()
-    })
-    .await
+    spawn_with_github(fake.base_url(), fetch, TestOptions::default()).await
 }
 
 fn mode(mode: FetchMode) -> FetchSettings {
@@ -49,19 +35,7 @@ fn mode(mode: FetchMode) -> FetchSettings {
 
 /// Tracks `main` of [`REPO`]; returns (target, initial event).
 async fn track(app: &TestApp, installation: i64, repo_id: i64) -> (String, String) {
-    let connector = app.create_connector(installation).await;
-    let body = json!({"repositoryFullName": REPO, "repositoryId": repo_id, "branch": "main"});
-    let (status, created) = app
-        .post(&format!("/v1/admin/connectors/{connector}/targets"), body)
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    (
-        created["id"].as_str().expect("id").to_owned(),
-        created["initialSyncEvent"]["id"]
-            .as_str()
-            .expect("event")
-            .to_owned(),
-    )
+    app.track_main(installation, REPO, repo_id, json!({})).await
 }
 
 async fn wait_final(app: &TestApp, event: &str) -> Value {

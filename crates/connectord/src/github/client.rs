@@ -107,7 +107,12 @@ impl GithubClient {
                 .send()
                 .await
                 .map_err(|e| ApiError::Transient(format!("GET {path}: {e}")))?;
-            self.record_latency(sent.elapsed());
+            // Only small answers say what one call costs: a tree of 50,000
+            // entries takes the server seconds before its headers, and
+            // counting it made blob calls look 10x dearer than they are.
+            if path.contains("/git/blobs/") || path.contains("/git/ref/") {
+                self.record_latency(sent.elapsed());
+            }
             self.record_budget(installation_id, &res);
             metrics::counter!("connectord_github_requests_total", "status" => res.status().as_u16().to_string())
                 .increment(1);

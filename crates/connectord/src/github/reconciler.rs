@@ -360,6 +360,7 @@ impl Reconciler for GithubReconciler {
             self.fetch.mode,
             FetchInputs {
                 files: plan.fetch.len(),
+                wanted_bytes: plan.wanted_bytes(),
                 archive_bytes: whole_tree.then_some(plan.tree_bytes),
                 remaining_budget: self.client.remaining_budget(installation),
                 latency: self.client.latency(),

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod content;
 pub mod edge_server;
+pub mod github;
 pub mod process;
 pub mod raw_http;
 

@@ -131,8 +131,8 @@ async fn require_blobs(conn: &mut AnyConnection, wanted: &[(&str, i64)]) -> Resu
                 }
                 None => {
                     return Err(StoreError::Conflict(format!(
-                        "blob {sha} is not stored; it must be written before the documents that use it"
-                    )))
+                    "blob {sha} is not stored; it must be written before the documents that use it"
+                )))
                 }
             }
         }
