@@ -41,6 +41,15 @@ async fn spawn_synced_app_with(api_url: String, opts: TestOptions) -> TestApp {
     spawn_with_github(api_url, FetchSettings::default(), opts).await
 }
 
+/// Every sync by blob calls (tests about the blob path on small repositories,
+/// whose archive the fetch plan would otherwise take).
+fn blobs_only() -> FetchSettings {
+    FetchSettings {
+        mode: connectord::github::FetchMode::Blobs,
+        ..FetchSettings::default()
+    }
+}
+
 async fn track(app: &TestApp, installation: i64, repo_id: i64, extra: Value) -> (String, String) {
     app.track_main(installation, REPO, repo_id, extra).await
 }
@@ -913,7 +922,9 @@ async fn a_blob_that_keeps_failing_ends_partial_and_the_next_sync_fetches_it() {
         repo.write(&format!("{name}.md"), format!("{name} v1\n").as_bytes());
     }
     let first = repo.commit("first");
-    let app = spawn_synced_app(&fake).await;
+    // Blobs forced: the whole repository is a few bytes, so the fetch plan
+    // would take its archive (one call) and no blob call would fail.
+    let app = spawn_with_github(fake.base_url(), blobs_only(), TestOptions::default()).await;
     let (target, initial) = track(&app, 109, 1009, json!({})).await;
     wait_completed(&app, &initial).await;
     let seq = last_seq(&app, &target).await;
@@ -1094,7 +1105,9 @@ async fn an_expired_installation_token_is_replaced_and_the_sync_completes() {
     let (fake, repo) = fake_with_repo(112, 1012).await;
     let pages = write_pages(&repo, 8);
     let first = repo.commit("first");
-    let app = spawn_synced_app(&fake).await;
+    // Blobs forced: this is about a token dying while blob calls are in
+    // flight, and the fetch plan would take this small repository's archive.
+    let app = spawn_with_github(fake.base_url(), blobs_only(), TestOptions::default()).await;
     let (target, initial) = track(&app, 112, 1012, json!({})).await;
     wait_completed(&app, &initial).await;
     assert_eq!(fake.tokens_issued(), 1, "one token, cached");
