@@ -11,6 +11,8 @@ pub mod config;
 pub mod domain;
 pub mod edge;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod github;
 pub mod ingress;
 pub mod private_fs;

@@ -24,7 +24,7 @@ pub mod postgres;
 mod queue;
 mod reads;
 mod retention;
-mod snapshot;
+pub(crate) mod snapshot;
 pub mod sqlite;
 mod writer;
 

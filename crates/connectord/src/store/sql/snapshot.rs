@@ -101,7 +101,7 @@ async fn begin(conn: &mut AnyConnection) -> Result<sqlx::Transaction<'_, sqlx::A
 }
 
 /// A cursor is `<end_seq>:<last path>`: the revision travels with it.
-fn parse_cursor(cursor: &str) -> Result<(i64, &str)> {
+pub fn parse_cursor(cursor: &str) -> Result<(i64, &str)> {
     cursor
         .split_once(':')
         .and_then(|(seq, path)| Some((seq.parse::<i64>().ok().filter(|s| *s >= 0)?, path)))
