@@ -305,6 +305,30 @@ pub fn settings(url: &str, role: Role) -> Settings {
     }
 }
 
+/// A bench app that syncs through the GitHub double at `api_url` (App id
+/// 4242, the double's test key) into SQLite at `db`, with `fetch`.
+pub fn sync_settings(
+    api_url: String,
+    db: &std::path::Path,
+    fetch: connectord::github::FetchSettings,
+) -> Settings {
+    Settings {
+        worker: WorkerSettings {
+            poll_interval: Duration::from_millis(20),
+            ..WorkerSettings::default()
+        },
+        admin_token: "bench".into(),
+        webhook_secret: "bench".into(),
+        github: Some(connectord::github::GithubAppConfig {
+            app_id: 4242,
+            private_key_pem: fake_github::TEST_APP_PRIVATE_KEY_PEM.into(),
+            api_url,
+            fetch,
+        }),
+        ..settings(&format!("sqlite://{}", db.display()), Role::All)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::postgres_title_is_for as ours;

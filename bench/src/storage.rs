@@ -6,14 +6,14 @@
 //!
 //! `cargo run --release -p connectord-bench --bin storage-bench -- [files] [branches] [bytes per file]`
 
-use connectord::config::Settings;
+mod common;
+
 use connectord::domain::{BranchName, PathPrefix, RepoFullName};
-use connectord::github::GithubAppConfig;
+use connectord::github::FetchSettings;
 use connectord::startup::Application;
 use connectord::store::models::NewTarget;
 use connectord::store::Store;
-use connectord::sync::worker::WorkerSettings;
-use fake_github::{FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM};
+use fake_github::{FakeGitHub, GitRepo, TEST_APP_PUBLIC_KEY_PEM};
 use sqlx::{Connection, SqliteConnection};
 use std::path::Path;
 use std::sync::Arc;
@@ -37,31 +37,6 @@ async fn wait_final(store: &Arc<dyn Store>, event: &str) -> anyhow::Result<Strin
         }
         anyhow::ensure!(Instant::now() < deadline, "sync {event} did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn settings(gh: &FakeGitHub, db: &Path) -> Settings {
-    Settings {
-        role: connectord::config::Role::All,
-        listen: "127.0.0.1:0".into(),
-        admin_listen: None,
-        database_url: format!("sqlite://{}", db.display()),
-        database_max_connections: 10,
-        webhook_secret: "bench".into(),
-        webhook_secret_previous: None,
-        admin_token: "bench".into(),
-        worker: WorkerSettings {
-            poll_interval: Duration::from_millis(20),
-            ..WorkerSettings::default()
-        },
-        history_retention: Duration::from_secs(30 * 86_400),
-        delivery_body_retention: Duration::from_secs(86_400),
-        github: Some(GithubAppConfig {
-            app_id: APP_ID,
-            private_key_pem: TEST_APP_PRIVATE_KEY_PEM.into(),
-            api_url: gh.base_url(),
-            fetch: connectord::github::FetchSettings::default(),
-        }),
     }
 }
 
@@ -99,7 +74,11 @@ fn populate(repo: &GitRepo, files: usize, size: usize) -> u64 {
 /// Runs the app on `db` and tracks `branches` as targets; returns when every
 /// initial sync has completed and the app has stopped.
 async fn track(gh: &FakeGitHub, db: &Path, branches: &[String]) -> anyhow::Result<()> {
-    let app = Application::build(settings(gh, db), None).await?;
+    let app = Application::build(
+        common::sync_settings(gh.base_url(), db, FetchSettings::default()),
+        None,
+    )
+    .await?;
     let store = app.store();
     let token = app.shutdown_token();
     let running = tokio::spawn(app.run_until_stopped());

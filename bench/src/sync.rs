@@ -6,16 +6,14 @@
 //! `cargo run --release -p connectord-bench --bin sync-bench -- [files] [latency_ms]`
 //! `latency_ms` is added to every fake REST answer, to stand in for the network.
 
-use connectord::config::Settings;
+mod common;
+
 use connectord::domain::{BranchName, PathPrefix, RepoFullName};
-use connectord::github::{FetchMode, FetchSettings, GithubAppConfig};
+use connectord::github::{FetchMode, FetchSettings};
 use connectord::startup::Application;
 use connectord::store::models::NewTarget;
 use connectord::store::Store;
-use connectord::sync::worker::WorkerSettings;
-use fake_github::{
-    Endpoint, FakeGitHub, GitRepo, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
-};
+use fake_github::{Endpoint, FakeGitHub, GitRepo, TEST_APP_PUBLIC_KEY_PEM};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,31 +59,14 @@ async fn app(
     dir: &std::path::Path,
     mode: FetchMode,
 ) -> anyhow::Result<(Arc<dyn Store>, tokio_util::sync::CancellationToken)> {
-    let settings = Settings {
-        role: connectord::config::Role::All,
-        listen: "127.0.0.1:0".into(),
-        admin_listen: None,
-        database_url: format!("sqlite://{}", dir.join("bench.db").display()),
-        database_max_connections: 10,
-        webhook_secret: "bench".into(),
-        webhook_secret_previous: None,
-        admin_token: "bench".into(),
-        worker: WorkerSettings {
-            poll_interval: Duration::from_millis(20),
-            ..WorkerSettings::default()
+    let settings = common::sync_settings(
+        gh.base_url(),
+        &dir.join("bench.db"),
+        FetchSettings {
+            mode,
+            ..FetchSettings::default()
         },
-        history_retention: Duration::from_secs(30 * 86_400),
-        delivery_body_retention: Duration::from_secs(86_400),
-        github: Some(GithubAppConfig {
-            app_id: APP_ID,
-            private_key_pem: TEST_APP_PRIVATE_KEY_PEM.into(),
-            api_url: gh.base_url(),
-            fetch: FetchSettings {
-                mode,
-                ..FetchSettings::default()
-            },
-        }),
-    };
+    );
     let app = Application::build(settings, None).await?;
     let store = app.store();
     let token = app.shutdown_token();

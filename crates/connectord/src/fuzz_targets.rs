@@ -148,7 +148,7 @@ pub fn admin_query(data: &[u8]) {
     let Ok(q) = std::str::from_utf8(data) else {
         return;
     };
-    let params: Result<crate::admin::PageParams, _> = serde_urlencoded_like(q);
+    let params: Result<crate::admin::PageParams, _> = query_params(q);
     if let Ok(p) = params {
         if let Ok(page) = p.page() {
             assert!((1..=200).contains(&page.limit));
@@ -160,7 +160,7 @@ pub fn admin_query(data: &[u8]) {
 }
 
 /// The query string as axum's `Query` extractor reads it.
-fn serde_urlencoded_like<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, String> {
+fn query_params<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, String> {
     // What is not a valid URI never reaches the extractor.
     let uri: axum::http::Uri = format!("/x?{q}")
         .parse()

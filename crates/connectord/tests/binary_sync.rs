@@ -174,6 +174,27 @@ impl<'a> Cli<'a> {
         }
     }
 
+    /// `connectord deliver` of the push in `payload`, signed with the secret;
+    /// it must answer 202. Returns the answer's body.
+    async fn deliver_push(&self, payload: &Path, webhook: &str, delivery: &str) -> Value {
+        let deliver = self
+            .run(&[
+                "deliver",
+                "--event",
+                "push",
+                "--payload",
+                str_arg(payload),
+                "--url",
+                webhook,
+                "--delivery-id",
+                delivery,
+            ])
+            .await;
+        let (line, answer) = deliver.status_line_and_body();
+        assert_eq!(line, "202 Accepted", "{}", deliver.text());
+        answer
+    }
+
     /// `documents get`: the raw bytes printed on stdout.
     async fn document(&self, target: &str, path: &str) -> Vec<u8> {
         self.run(&["documents", "get", "--target", target, "--path", path])
@@ -402,21 +423,9 @@ async fn serve_syncs_a_repository_through_the_github_app_end_to_end() {
     )
     .unwrap();
     let webhook = server.webhook_url();
-    let deliver = cli
-        .run(&[
-            "deliver",
-            "--event",
-            "push",
-            "--payload",
-            str_arg(&payload_path),
-            "--url",
-            &webhook,
-            "--delivery-id",
-            "binary-sync-push-1",
-        ])
+    let answer = cli
+        .deliver_push(&payload_path, &webhook, "binary-sync-push-1")
         .await;
-    let (line, answer) = deliver.status_line_and_body();
-    assert_eq!(line, "202 Accepted", "{}", deliver.text());
     assert_eq!(answer["outcome"], "accepted", "{answer}");
     let ids = answer["syncEventIds"]
         .as_array()
@@ -654,21 +663,9 @@ async fn a_full_run_at_trace_level_logs_no_secret() {
     )
     .unwrap();
     let webhook = server.webhook_url();
-    let deliver = cli
-        .run(&[
-            "deliver",
-            "--event",
-            "push",
-            "--payload",
-            str_arg(&payload_path),
-            "--url",
-            &webhook,
-            "--delivery-id",
-            "trace-push-1",
-        ])
+    let answer = cli
+        .deliver_push(&payload_path, &webhook, "trace-push-1")
         .await;
-    let (line, answer) = deliver.status_line_and_body();
-    assert_eq!(line, "202 Accepted", "{}", deliver.text());
     let push_event = answer["syncEventIds"][0]
         .as_str()
         .unwrap_or_else(|| panic!("no sync event: {answer}"))

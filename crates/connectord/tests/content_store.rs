@@ -75,19 +75,6 @@ async fn spawn_synced(fake: &FakeGitHub) -> TestApp {
     .await
 }
 
-async fn paths(app: &TestApp, target: &str) -> Vec<String> {
-    let (status, body) = app
-        .get(&format!("/v1/admin/targets/{target}/documents?limit=1000"))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|d| d["path"].as_str().expect("path").to_owned())
-        .collect()
-}
-
 conformance! {
 #[tokio::test]
 async fn a_blob_shared_by_two_targets_and_two_branches_is_stored_once_and_survives_deleting_one() {
@@ -240,11 +227,11 @@ async fn a_sync_failing_after_writing_blobs_leaves_documents_unchanged_and_the_n
     let connector = app.create_connector(71).await;
     let (target, initial) = app.create_target(&connector, "octo/docs", Some(710), "main").await;
     app.wait_for_status(&initial, "completed").await;
-    assert_eq!(paths(&app, &target).await, ["old.md"]);
+    assert_eq!(app.document_paths(&target).await, ["old.md"]);
 
     let failed = sync_now(&app, &target).await;
     app.wait_for_status(&failed, "failed").await;
-    assert_eq!(paths(&app, &target).await, ["old.md"], "a failed sync changes no document");
+    assert_eq!(app.document_paths(&target).await, ["old.md"], "a failed sync changes no document");
     let (_, _, bytes) = raw(&app, &target, "old.md").await;
     assert_eq!(bytes, OLD);
     let (_, feed) = app.get(&format!("/v1/admin/targets/{target}/changes")).await;
@@ -254,7 +241,7 @@ async fn a_sync_failing_after_writing_blobs_leaves_documents_unchanged_and_the_n
 
     let next = sync_now(&app, &target).await;
     app.wait_for_status(&next, "completed").await;
-    assert_eq!(paths(&app, &target).await, ["a.md", "b.md"]);
+    assert_eq!(app.document_paths(&target).await, ["a.md", "b.md"]);
     for (path, bytes) in [("a.md", A), ("b.md", B)] {
         let (status, etag, got) = raw(&app, &target, path).await;
         assert_eq!(status, StatusCode::OK);
@@ -279,7 +266,7 @@ async fn a_completion_naming_a_missing_blob_is_refused_and_retried_until_it_fail
     let e = app.wait_for_status(&event, "failed").await;
     assert!(e["attempts"].as_i64().unwrap_or(0) > 1, "retried: {e}");
     assert!(e["lastError"].as_str().unwrap_or("").contains("not stored"), "{e}");
-    assert_eq!(paths(&app, &target).await, ["old.md"], "nothing applied");
+    assert_eq!(app.document_paths(&target).await, ["old.md"], "nothing applied");
     app.stop().await;
 }
 }

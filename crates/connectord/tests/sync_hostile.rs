@@ -74,19 +74,6 @@ async fn document(
     (status, headers, res.bytes().await.expect("body").to_vec())
 }
 
-async fn stored_paths(app: &TestApp, target: &str) -> Vec<String> {
-    let (status, body) = app
-        .get(&format!("/v1/admin/targets/{target}/documents?limit=1000"))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|d| d["path"].as_str().expect("path").to_owned())
-        .collect()
-}
-
 fn failures(e: &Value) -> Vec<(String, String)> {
     e["failures"]
         .as_array()
@@ -129,7 +116,7 @@ async fn a_blob_answer_larger_than_the_tree_says_is_cut_off_and_never_stored() {
     assert_eq!(f[0].0, "small.md");
     assert!(f[0].1.contains("larger than the tree says"), "{e}");
     assert_eq!(fake.blob_calls_for(&small), 1, "a content failure is not retried");
-    assert_eq!(stored_paths(&app, &target).await, vec!["fine.md".to_owned()]);
+    assert_eq!(app.document_paths(&target).await, vec!["fine.md".to_owned()]);
     app.stop().await;
 }
 }
@@ -157,7 +144,7 @@ async fn a_blob_answer_that_is_not_the_trees_blob_is_a_failure_on_the_raw_and_th
     assert_eq!(f.len(), 2, "{e}");
     assert_eq!((f[0].0.as_str(), f[1].0.as_str()), ("json.md", "raw.md"));
     assert!(f.iter().all(|(_, m)| m.contains("not the tree's blob")), "{e}");
-    assert!(stored_paths(&app, &target).await.is_empty());
+    assert!(app.document_paths(&target).await.is_empty());
     app.stop().await;
 }
 }
@@ -225,7 +212,7 @@ async fn a_hostile_tarball_stores_nothing_under_a_wrong_path_and_the_blobs_fill_
     assert_eq!(fake.calls(Endpoint::Archive), 1);
     // Nothing came from the archive: each file was fetched as its blob.
     assert_eq!(fake.calls(Endpoint::Blob), 6);
-    let mut paths = stored_paths(&app, &target).await;
+    let mut paths = app.document_paths(&target).await;
     paths.sort();
     assert_eq!(paths, names);
     for (i, n) in names.iter().enumerate() {
@@ -270,7 +257,7 @@ async fn a_gzip_bomb_fails_the_sync_at_the_byte_cap_and_stores_nothing() {
     assert!(err.contains("decompressed bytes") && err.contains("not what its tree says"), "{e}");
     assert_eq!(e["attempts"], 1, "not retried: {e}");
     assert_eq!(fake.calls(Endpoint::Blob), 0);
-    assert!(stored_paths(&app, &target).await.is_empty());
+    assert!(app.document_paths(&target).await.is_empty());
     app.stop().await;
 }
 }
@@ -296,7 +283,7 @@ async fn tree_paths_that_are_not_clean_are_per_file_failures() {
     let f = failures(&e);
     assert_eq!(f.len(), 5, "{e}");
     assert!(f.iter().all(|(_, m)| m.starts_with("refused: the path")), "{e}");
-    assert_eq!(stored_paths(&app, &target).await, vec!["ok.md".to_owned()]);
+    assert_eq!(app.document_paths(&target).await, vec!["ok.md".to_owned()]);
     assert_eq!(fake.calls(Endpoint::Blob), 1, "only ok.md was fetched");
     app.stop().await;
 }

@@ -215,7 +215,7 @@ pub async fn process(
     let event = EventName::parse(event).map_err(|e| IngressError::BadRequest(e.0))?;
     let delivery_id = d.delivery_id.require("X-GitHub-Delivery")?;
     let delivery_id = DeliveryId::parse(delivery_id).map_err(|e| IngressError::BadRequest(e.0))?;
-    let d_secret = d.secret;
+    let secret = d.secret;
     let encoding = BodyEncoding::from_content_type(d.content_type);
     let payload =
         decode_payload(&d.body, encoding, fields_for(&event)).map_err(IngressError::BadRequest)?;
@@ -245,6 +245,6 @@ pub async fn process(
     // real cost at thousands of deliveries a second.
     tracing::debug!(delivery = %envelope.delivery_id, event = envelope.event.as_str(), action = ?envelope.action,
         outcome = label, reason = ?outcome.reason, sync_events = outcome.sync_event_ids.len(),
-        secret = d_secret.map(SecretSlot::as_str), "delivery recorded");
+        secret = secret.map(SecretSlot::as_str), "delivery recorded");
     Ok(outcome)
 }

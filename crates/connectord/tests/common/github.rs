@@ -80,4 +80,18 @@ impl TestApp {
                 .to_owned(),
         )
     }
+
+    /// The paths of the target's current documents (up to 1,000), in order.
+    pub async fn document_paths(&self, target: &str) -> Vec<String> {
+        let (status, body) = self
+            .get(&format!("/v1/admin/targets/{target}/documents?limit=1000"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|d| d["path"].as_str().expect("path").to_owned())
+            .collect()
+    }
 }
