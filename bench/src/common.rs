@@ -1,7 +1,6 @@
 //! Helpers shared by the benchmark binaries: a throw-away PostgreSQL schema
 //! per run, percentiles, and CPU accounting (Linux `/proc`), so each table can
 //! say what limited it.
-#![allow(dead_code)] // each binary uses part of it
 
 use connectord::config::{Role, Settings};
 use connectord::store::StoreOptions;

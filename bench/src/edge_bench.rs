@@ -9,15 +9,8 @@
 //! `bench/edge.sh` builds everything (release) and runs this; `--smoke` is
 //! the tiny CI variant, `--soak` the 60 s memory run.
 
-mod common;
-mod edge {
-    pub mod durable;
-    pub mod payload;
-    pub mod report;
-    pub mod servers;
-    pub mod table;
-    pub mod verdict;
-}
+use connectord_bench::common;
+use connectord_bench::edge;
 
 use anyhow::{bail, Context};
 use clap::Parser;

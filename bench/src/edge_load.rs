@@ -12,12 +12,8 @@
 //! `edge-load --url http://127.0.0.1:PORT/v1/webhooks/connectors/github --connections 64 --duration 8`
 //! with the secret in `EDGE_WEBHOOK_SECRET`.
 
-mod common;
-mod edge {
-    pub mod closed_loop;
-    pub mod payload;
-    pub mod report;
-}
+use connectord_bench::common;
+use connectord_bench::edge;
 
 use anyhow::{bail, Context};
 use clap::Parser;

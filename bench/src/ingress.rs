@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release -p connectord-bench --bin ingress-bench -- [deliveries] [concurrency]`
 
-mod common;
+use connectord_bench::common;
 
 use common::{ms, settings, Cpu, CpuUse, SECRET};
 use connectord::ingress::signature::sign;

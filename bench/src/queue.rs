@@ -15,7 +15,7 @@
 //! `CONNECTORD_BENCH_POSTGRES_URL=postgres://… cargo run --release -p connectord-bench --bin queue-bench -- [latency_jobs] [drain_jobs] [concurrency] [drain_installations]`
 //! (defaults 500, 2000, 2, 100; 0 jobs skips that part).
 
-mod common;
+use connectord_bench::common;
 
 use async_trait::async_trait;
 use common::{ms, pct, settings, Cpu, CpuUse, Schema, SECRET};

@@ -6,7 +6,7 @@
 //!
 //! `cargo run --release -p connectord-bench --bin storage-bench -- [files] [branches] [bytes per file]`
 
-mod common;
+use connectord_bench::common;
 
 use connectord::domain::{BranchName, PathPrefix, RepoFullName};
 use connectord::github::FetchSettings;

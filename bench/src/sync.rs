@@ -6,7 +6,7 @@
 //! `cargo run --release -p connectord-bench --bin sync-bench -- [files] [latency_ms]`
 //! `latency_ms` is added to every fake REST answer, to stand in for the network.
 
-mod common;
+use connectord_bench::common;
 
 use connectord::domain::{BranchName, PathPrefix, RepoFullName};
 use connectord::github::{FetchMode, FetchSettings};
