@@ -323,6 +323,7 @@ pub fn sync_settings(
             private_key_pem: fake_github::TEST_APP_PRIVATE_KEY_PEM.into(),
             api_url,
             fetch,
+            reconcile_interval: None,
         }),
         ..settings(&format!("sqlite://{}", db.display()), Role::All)
     }

@@ -125,6 +125,8 @@ impl Serve {
             .env("GITHUB_API_URL", fake.base_url())
             .env("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", SECRET)
             .env("CONNECTORD_ADMIN_TOKEN", TOKEN)
+            // Only the syncs under test call GitHub.
+            .env("CONNECTORD_RECONCILE_INTERVAL", "0")
             // `SYNC_SCALE_LOG=debug` to see where a sync spends its time.
             .env(
                 "RUST_LOG",

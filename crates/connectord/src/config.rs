@@ -114,6 +114,11 @@ pub struct GithubArgs {
     /// The most entries read from one tarball.
     #[arg(long, env = "CONNECTORD_TARBALL_MAX_ENTRIES", default_value_t = FetchSettings::default().archive.max_entries)]
     pub tarball_max_entries: u64,
+    /// How often each tracked branch's head is read from GitHub, to sync pushes
+    /// whose webhook never came (conditional reads: an unchanged branch costs
+    /// no rate limit): `5m`, `30s`; `0` turns it off.
+    #[arg(long, env = "CONNECTORD_RECONCILE_INTERVAL", default_value = "5m", value_parser = parse_interval)]
+    pub reconcile_interval: Duration,
 }
 
 impl GithubArgs {
@@ -140,6 +145,7 @@ impl GithubArgs {
                         max_entries: self.tarball_max_entries,
                     },
                 },
+                reconcile_interval: Some(self.reconcile_interval).filter(|d| !d.is_zero()),
             })),
             (None, None) => Ok(None),
             (Some(_), None) => anyhow::bail!(
@@ -191,6 +197,20 @@ impl EdgeArgs {
             public_metrics: self.public_metrics,
         }
     }
+}
+
+/// `0` (off) or at least a second: shorter would read every branch head in a
+/// tight loop.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write a duration such as 5m or 30s, or 0 for off)"))?;
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return Err("must be 0 (off) or at least 1s".into());
+    }
+    Ok(d)
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {

@@ -17,6 +17,7 @@ use crate::store::models::SyncStatus;
 use crate::store::sql::SqlStore;
 use crate::store::Store;
 use crate::store::StoreOptions;
+use crate::sync::head_poll::HeadPoll;
 use crate::sync::worker::WorkerPool;
 use crate::sync::Reconciler;
 use crate::{admin, ingress, telemetry};
@@ -48,6 +49,7 @@ pub struct Application {
     admin_listener: Option<TcpListener>,
     state: AppState,
     workers: Option<WorkerPool>,
+    head_poll: Option<HeadPoll>,
     role: Role,
     body_retention: Duration,
     history_retention: Duration,
@@ -104,10 +106,25 @@ impl Application {
             metrics: telemetry::prometheus(),
             webhook: webhook_limits(&EdgeSettings::default()),
         };
-        let reconciler = match (reconciler, &settings.github) {
-            (Some(r), _) => Some(r),
-            (None, Some(gh)) => Some(github_reconciler(gh, store.clone())?),
-            (None, None) => None,
+        let client = match &settings.github {
+            Some(gh) => Some(github_client(gh)?),
+            None => None,
+        };
+        let reconciler = match (reconciler, &settings.github, &client) {
+            (Some(r), _, _) => Some(r),
+            (None, Some(gh), Some(client)) => Some(github_reconciler(gh, client, store.clone())),
+            _ => None,
+        };
+        // Where syncs run, the missed-push pass runs too: it needs the App
+        // and it queues what those workers run.
+        let head_poll = match (&settings.github, client) {
+            (Some(gh), Some(client))
+                if settings.role != Role::Ingress && settings.worker.concurrency > 0 =>
+            {
+                gh.reconcile_interval
+                    .map(|every| HeadPoll::new(store.clone(), client, every))
+            }
+            _ => None,
         };
         let workers = match reconciler {
             _ if settings.role == Role::Ingress => None,
@@ -131,6 +148,7 @@ impl Application {
             admin_listener,
             state,
             workers,
+            head_poll,
             role: settings.role,
             body_retention: settings.delivery_body_retention,
             history_retention: settings.history_retention,
@@ -173,6 +191,7 @@ impl Application {
             admin_listener,
             state,
             workers,
+            head_poll,
             role,
             body_retention,
             history_retention,
@@ -248,6 +267,13 @@ impl Application {
                 Ok(())
             });
         }
+        if let Some(poll) = head_poll {
+            let token = shutdown.clone();
+            servers.spawn(async move {
+                poll.run_until_stopped(token).await;
+                Ok(())
+            });
+        }
         if role != Role::Worker {
             servers.spawn(prune(
                 state.store.clone(),
@@ -269,14 +295,20 @@ impl Application {
     }
 }
 
+/// One client per process: syncs and the missed-push pass share its token
+/// cache and its view of each installation's rate budget.
+fn github_client(gh: &GithubAppConfig) -> anyhow::Result<Arc<GithubClient>> {
+    let auth = AppAuth::new(gh.app_id, &gh.private_key_pem)?;
+    Ok(Arc::new(GithubClient::new(&gh.api_url, auth)?))
+}
+
 fn github_reconciler(
     gh: &GithubAppConfig,
+    client: &Arc<GithubClient>,
     store: Arc<dyn Store>,
-) -> anyhow::Result<Arc<dyn Reconciler>> {
-    let auth = AppAuth::new(gh.app_id, &gh.private_key_pem)?;
-    let client = Arc::new(GithubClient::new(&gh.api_url, auth)?);
+) -> Arc<dyn Reconciler> {
     tracing::info!(app_id = gh.app_id, api = %gh.api_url, "workers sync through the GitHub App");
-    Ok(Arc::new(GithubReconciler::new(client, store, gh.fetch)))
+    Arc::new(GithubReconciler::new(client.clone(), store, gh.fetch))
 }
 
 pub async fn open_store(

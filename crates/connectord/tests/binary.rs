@@ -749,3 +749,46 @@ async fn the_database_password_appears_in_no_help_and_no_error() {
     );
     bad.assert_no_panic();
 }
+
+/// `--reconcile-interval`: off with `0` (every binary test runs so), and a period under a second (which
+/// would read every branch head in a tight loop) is refused with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_interval_is_off_at_zero_and_never_under_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let help = run(work, &["serve", "--help"], &[]).await;
+    assert!(help.stdout.contains("--reconcile-interval"), "{help:?}");
+    assert!(help.stdout.contains("[default: 5m]"), "{help:?}");
+    for bad in ["500ms", "soon"] {
+        let out = run(
+            work,
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--reconcile-interval",
+                bad,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+        assert!(
+            out.stderr.contains("--reconcile-interval"),
+            "{bad}: {out:?}"
+        );
+    }
+    let out = run(
+        work,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--reconcile-interval",
+            "500ms",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.stderr.contains("at least 1s"), "{out:?}");
+}

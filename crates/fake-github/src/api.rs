@@ -37,6 +37,15 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Whether `If-None-Match` names `tag` (weak or strong) or `*`.
+    fn none_match(&self, tag: &str) -> bool {
+        self.if_none_match.as_deref().is_some_and(|inm| {
+            inm.split(',')
+                .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
+                .any(|t| t == tag || t == "*")
+        })
+    }
+
     fn repo_url(&self) -> String {
         format!("{}/repos/{}", self.base_url, self.repo.full_name)
     }
@@ -60,12 +69,20 @@ pub(crate) fn run(ctx: &Ctx, op: &Op) -> Response {
     resp
 }
 
+/// As GitHub: the answer carries a (weak) ETag, and `If-None-Match` with it
+/// answers 304 while the branch stays where it was.
 fn get_ref(ctx: &Ctx, branch: &str) -> Response {
     let Some(sha) = ctx.repo.git.head(branch) else {
         return not_found();
     };
+    let etag = format!("W/\"{sha}\"");
+    if ctx.none_match(&sha) {
+        let mut r = not_modified();
+        set(r.headers_mut(), "etag", etag);
+        return r;
+    }
     let url = ctx.repo_url();
-    json(
+    let mut r = json(
         200,
         json!({
             "ref": format!("refs/heads/{branch}"),
@@ -73,7 +90,15 @@ fn get_ref(ctx: &Ctx, branch: &str) -> Response {
             "url": format!("{url}/git/refs/heads/{branch}"),
             "object": {"sha": sha, "type": "commit", "url": format!("{url}/git/commits/{sha}")},
         }),
-    )
+    );
+    set(r.headers_mut(), "etag", etag);
+    r
+}
+
+fn not_modified() -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = axum::http::StatusCode::NOT_MODIFIED;
+    r
 }
 
 fn get_commit(ctx: &Ctx, spec: &str) -> Response {
@@ -83,15 +108,8 @@ fn get_commit(ctx: &Ctx, spec: &str) -> Response {
     };
     let etag = format!("\"{sha}\"");
     if ctx.accept.contains("application/vnd.github.sha") {
-        let matches = ctx.if_none_match.as_deref().is_some_and(|inm| {
-            inm.split(',')
-                .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
-                .any(|t| t == sha || t == "*")
-        });
-        let mut r = if matches {
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = axum::http::StatusCode::NOT_MODIFIED;
-            r
+        let mut r = if ctx.none_match(&sha) {
+            not_modified()
         } else {
             let mut r = Response::new(Body::from(sha.clone()));
             set(

@@ -91,6 +91,8 @@ pub(crate) struct Counters {
     by_kind: HashMap<Endpoint, usize>,
     by_blob: HashMap<String, usize>,
     repo_calls: usize,
+    /// Conditional requests answered 304 (not charged to the rate limit).
+    pub not_modified: usize,
 }
 
 impl Counters {

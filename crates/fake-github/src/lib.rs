@@ -312,6 +312,12 @@ impl FakeGitHub {
         self.shared.lock().rate.pin(n);
     }
 
+    /// Conditional requests answered 304 Not Modified so far (GitHub does not
+    /// count them against the rate limit, and neither does the fake).
+    pub fn not_modified_answers(&self) -> usize {
+        self.shared.lock().counters.not_modified
+    }
+
     /// Installation tokens minted so far.
     pub fn tokens_issued(&self) -> usize {
         self.shared.lock().tokens.issued()

@@ -184,9 +184,12 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     };
 
     if !is_archive {
-        let charge =
-            resp.status() != StatusCode::NOT_MODIFIED && !path.starts_with("/app/installations/");
-        let mut rate = sh.lock().rate.charge(now(), charge);
+        let not_modified = resp.status() == StatusCode::NOT_MODIFIED;
+        let charge = !not_modified && !path.starts_with("/app/installations/");
+        let mut st = sh.lock();
+        st.counters.not_modified += usize::from(not_modified);
+        let mut rate = st.rate.charge(now(), charge);
+        drop(st);
         if let Some(FaultKind::PrimaryRateLimit { reset_in_secs }) = fault {
             rate.remaining = 0;
             rate.used = rate.limit;

@@ -86,6 +86,21 @@ impl GithubClient {
         path: &str,
         accept: &str,
     ) -> Result<Response, ApiError> {
+        // A 304 is only taken as such for a conditional request.
+        self.get_if_none_match(installation_id, path, accept, None)
+            .await?
+            .ok_or_else(|| ApiError::Transient(format!("GET {path}: unexpected 304")))
+    }
+
+    /// As [`get`](Self::get), with `If-None-Match: etag`: `None` when GitHub
+    /// answers 304 Not Modified (which costs no rate limit).
+    pub async fn get_if_none_match(
+        &self,
+        installation_id: i64,
+        path: &str,
+        accept: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<Response>, ApiError> {
         self.pace(installation_id).await?;
         let url = format!("{}{path}", self.api);
         let mut refreshed = false;
@@ -100,6 +115,9 @@ impl GithubClient {
                 // Everything but an archive is small: a whole answer that
                 // takes longer than this is a stalled or trickling server.
                 req = req.timeout(Duration::from_secs(120));
+            }
+            if let Some(etag) = etag {
+                req = req.header("if-none-match", etag);
             }
             let res = req
                 .header("accept", accept)
@@ -117,7 +135,10 @@ impl GithubClient {
             metrics::counter!("connectord_github_requests_total", "status" => res.status().as_u16().to_string())
                 .increment(1);
             if res.status().is_success() {
-                return Ok(res);
+                return Ok(Some(res));
+            }
+            if res.status() == StatusCode::NOT_MODIFIED && etag.is_some() {
+                return Ok(None);
             }
             if res.status() == StatusCode::UNAUTHORIZED && !refreshed {
                 self.auth.invalidate(installation_id, &token).await;

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod blobs;
+pub mod branch_head;
 pub mod client;
 pub mod fetch_plan;
 pub mod plan;
@@ -23,6 +24,8 @@ pub struct GithubAppConfig {
     /// `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise Server.
     pub api_url: String,
     pub fetch: FetchSettings,
+    /// The missed-push pass's period; `None`: off.
+    pub reconcile_interval: Option<std::time::Duration>,
 }
 
 /// How syncs download files.

@@ -199,6 +199,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_target(&self, id: &str) -> Result<()>;
     /// Queues a manual sync (head resolved when it runs).
     async fn request_sync(&self, target_id: &str) -> Result<SyncEvent>;
+    /// Targets the missed-push pass looks at (active, of active connectors),
+    /// by id after `after`.
+    async fn head_poll_ids(&self, after: Option<&str>, limit: i64) -> Result<Vec<String>>;
+    /// One target as the missed-push pass compares it; `None` if no longer active.
+    async fn head_poll_target(&self, target_id: &str) -> Result<Option<HeadPollTarget>>;
+    /// Queues a `reconcile` sync at `head` if `seen` still holds and the target
+    /// needs it; the new sync event's id.
+    async fn enqueue_reconcile(&self, seen: &HeadPollTarget, head: &str) -> Result<Option<String>>;
     async fn list_sync_events(
         &self,
         filter: &SyncEventFilter,

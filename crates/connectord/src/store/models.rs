@@ -351,3 +351,76 @@ pub struct ChangeEntry {
     /// The revision (head SHA) the change belongs to: `?revision=` on the documents API.
     pub head_sha: Option<String>,
 }
+
+/// A target as the missed-push pass sees it just before asking GitHub for
+/// its branch head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadPollTarget {
+    pub id: String,
+    pub installation_id: i64,
+    pub repository_full_name: String,
+    pub branch: String,
+    /// The head of the last push recorded (or the last head the pass saw).
+    pub latest_head_sha: Option<String>,
+    pub last_synced_sha: Option<String>,
+    /// The newest sync not replaced by a later one: its head (`None` for a
+    /// sync that resolves the branch when it runs) and status.
+    pub newest_sync: Option<(Option<String>, SyncStatus)>,
+}
+
+impl HeadPollTarget {
+    /// Whether GitHub's `head` differs from what the target is at or on its
+    /// way to. A failed sync of that same head is not queued again: it failed
+    /// after all its attempts, and a new push or an admin's sync retries it.
+    pub fn needs_sync(&self, head: &str) -> bool {
+        match &self.newest_sync {
+            Some((Some(h), _)) => h != head,
+            // Queued or running without a head: it reads the branch itself.
+            Some((None, status)) if !status.is_final() => false,
+            _ => self.last_synced_sha.as_deref() != Some(head),
+        }
+    }
+}
+
+#[cfg(test)]
+mod head_poll_tests {
+    use super::*;
+
+    fn target(
+        last_synced: Option<&str>,
+        newest: Option<(Option<&str>, SyncStatus)>,
+    ) -> HeadPollTarget {
+        HeadPollTarget {
+            id: "tgt".into(),
+            installation_id: 1,
+            repository_full_name: "o/r".into(),
+            branch: "main".into(),
+            latest_head_sha: None,
+            last_synced_sha: last_synced.map(str::to_owned),
+            newest_sync: newest.map(|(h, s)| (h.map(str::to_owned), s)),
+        }
+    }
+
+    #[test]
+    fn a_head_is_synced_when_nothing_is_at_or_on_its_way_to_it() {
+        use SyncStatus::*;
+        // Never synced, nothing queued.
+        assert!(target(None, None).needs_sync("b"));
+        // At the head already.
+        assert!(!target(Some("b"), Some((Some("b"), Completed))).needs_sync("b"));
+        // Behind: the webhook for `c` never came.
+        assert!(target(Some("b"), Some((Some("b"), Completed))).needs_sync("c"));
+        // On its way there.
+        assert!(!target(Some("b"), Some((Some("c"), Queued))).needs_sync("c"));
+        assert!(!target(Some("b"), Some((Some("c"), Running))).needs_sync("c"));
+        // On its way somewhere else (an overtaken push): go to GitHub's head.
+        assert!(target(Some("b"), Some((Some("c"), Queued))).needs_sync("d"));
+        // Failed for good at this head: not retried by the pass.
+        assert!(!target(Some("a"), Some((Some("b"), Failed))).needs_sync("b"));
+        // A head-less sync resolves the branch itself.
+        assert!(!target(None, Some((None, Queued))).needs_sync("b"));
+        // A finished head-less sync: compare with what it synced.
+        assert!(!target(Some("b"), Some((None, Failed))).needs_sync("b"));
+        assert!(target(Some("a"), Some((None, Failed))).needs_sync("b"));
+    }
+}

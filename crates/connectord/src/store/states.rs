@@ -125,6 +125,8 @@ states! {
         Manual = "manual",
         /// Access to the repository came back.
         Resync = "resync",
+        /// The missed-push pass found the branch at a head no push brought.
+        Reconcile = "reconcile",
     }
 }
 

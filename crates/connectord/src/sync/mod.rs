@@ -2,6 +2,7 @@
 //! target to a head SHA. The GitHub reconciler comes with the sync issue;
 //! until one is configured, workers do not run (jobs stay queued).
 
+pub mod head_poll;
 pub mod policy;
 pub mod worker;
 

@@ -28,6 +28,7 @@ pub fn github_config(api_url: String, fetch: FetchSettings) -> GithubAppConfig {
         private_key_pem: TEST_APP_PRIVATE_KEY_PEM.into(),
         api_url,
         fetch,
+        reconcile_interval: None,
     }
 }
 

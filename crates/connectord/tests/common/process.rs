@@ -62,6 +62,9 @@ pub fn host_vars_to_clear() -> Vec<String> {
 pub fn std_command(work: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(BIN);
     cmd.current_dir(work);
+    // The missed-push pass would add GitHub calls at a random moment: off
+    // unless a test turns it on.
+    cmd.env("CONNECTORD_RECONCILE_INTERVAL", "0");
     for var in host_vars_to_clear() {
         cmd.env_remove(var);
     }
@@ -72,6 +75,9 @@ pub fn std_command(work: &Path) -> std::process::Command {
 pub fn tokio_command(work: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.current_dir(work).kill_on_drop(true);
+    // The missed-push pass would add GitHub calls at a random moment: off
+    // unless a test turns it on.
+    cmd.env("CONNECTORD_RECONCILE_INTERVAL", "0");
     for var in host_vars_to_clear() {
         cmd.env_remove(var);
     }

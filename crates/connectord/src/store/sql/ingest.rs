@@ -237,6 +237,7 @@ async fn apply_push(conn: &mut AnyConnection, ctx: &Ctx<'_>, p: &PushPlan) -> Re
             reasons.push("stale");
             continue;
         }
+        note_gap(t, p);
         record_push(conn, ctx, &t.id, p.before.as_str(), p.after.as_str()).await?;
         // A push that (re)creates the branch clears the `branch_deleted` flag.
         sqlx::query(
@@ -281,6 +282,30 @@ async fn apply_push(conn: &mut AnyConnection, ctx: &Ctx<'_>, p: &PushPlan) -> Re
     Ok(Applied::ignored(
         reasons.first().copied().unwrap_or("untracked_branch"),
     ))
+}
+
+/// A push that does not start where the last known one ended (and is not
+/// stale, and is not the branch's creation) means a delivery in between was
+/// lost. Counted and logged only: every sync lists the whole tree at its head
+/// and compares it with what is stored, so the lost push costs nothing in
+/// correctness. Counted when applied: a write that is rolled back and
+/// redelivered counts twice.
+pub(super) fn note_gap(t: &TargetRef, p: &PushPlan) {
+    let Some(latest) = t.latest_head_sha.as_deref() else {
+        return;
+    };
+    let gap = latest != ZERO_SHA
+        && p.before.as_str() != ZERO_SHA
+        && p.before.as_str() != latest
+        // The missed-push pass got there first and recorded this head.
+        && p.after.as_str() != latest;
+    if gap {
+        metrics::counter!("connectord_push_gaps_total").increment(1);
+        tracing::info!(
+            target_id = %t.id, before = %p.before.as_str(), latest_known = latest,
+            "a push starts from a head no recorded push ended at: a delivery was lost"
+        );
+    }
 }
 
 /// Out-of-order delivery: this push's `before` is not the head we last recorded,

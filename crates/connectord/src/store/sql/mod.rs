@@ -17,6 +17,7 @@ mod claim;
 mod content;
 mod dialect;
 mod enqueue;
+mod head_poll;
 mod ingest;
 mod lifecycle;
 mod native;
@@ -390,6 +391,27 @@ impl Store for SqlStore {
             .write(move |c| async move { request_sync(c, &id, max).await }.boxed())
             .await?;
         self.wake().await;
+        Ok(event)
+    }
+
+    async fn head_poll_ids(&self, after: Option<&str>, limit: i64) -> Result<Vec<String>> {
+        head_poll::list_ids(&mut *self.read_conn().await?, after, limit).await
+    }
+
+    async fn head_poll_target(&self, target_id: &str) -> Result<Option<HeadPollTarget>> {
+        head_poll::state(&mut *self.read_conn().await?, target_id).await
+    }
+
+    async fn enqueue_reconcile(&self, seen: &HeadPollTarget, head: &str) -> Result<Option<String>> {
+        let (seen, head, max) = (seen.clone(), head.to_owned(), self.options.max_attempts);
+        let event = self
+            .write(move |c| {
+                async move { head_poll::enqueue_reconcile(c, &seen, &head, max).await }.boxed()
+            })
+            .await?;
+        if event.is_some() {
+            self.wake().await;
+        }
         Ok(event)
     }
 

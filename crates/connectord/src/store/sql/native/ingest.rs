@@ -12,7 +12,7 @@
 use crate::domain::ZERO_SHA;
 use crate::ingress::dispatch::{Plan, PushPlan};
 use crate::store::models::*;
-use crate::store::sql::ingest::{Applied, TargetRef};
+use crate::store::sql::ingest::{note_gap, Applied, TargetRef};
 use crate::store::{Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -143,6 +143,7 @@ impl Ctx<'_> {
                 reasons.push("stale");
                 continue;
             }
+            note_gap(t, p);
             self.record_push(&t.id, p.before.as_str(), p.after.as_str())?;
             // A push that (re)creates the branch clears the `branch_deleted` flag.
             self.conn
