@@ -84,6 +84,8 @@ pub struct ServeArgs {
     pub github: GithubArgs,
     #[command(flatten)]
     pub edge: EdgeArgs,
+    #[command(flatten)]
+    pub recovery: crate::recovery::RecoveryArgs,
     /// Log as JSON lines.
     #[arg(long, env = "CONNECTORD_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -117,7 +119,7 @@ pub struct GithubArgs {
 }
 
 impl GithubArgs {
-    fn into_config(self) -> anyhow::Result<Option<GithubAppConfig>> {
+    pub(crate) fn into_config(self) -> anyhow::Result<Option<GithubAppConfig>> {
         let key = match (
             self.github_app_private_key,
             &self.github_app_private_key_path,

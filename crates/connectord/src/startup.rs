@@ -53,6 +53,8 @@ pub struct Application {
     history_retention: Duration,
     edge: EdgeSettings,
     shutdown: CancellationToken,
+    /// The webhook self-check and failed-delivery redelivery.
+    recovery: crate::recovery::Recovery,
 }
 
 impl Application {
@@ -136,11 +138,18 @@ impl Application {
             history_retention: settings.history_retention,
             edge: EdgeSettings::default(),
             shutdown: CancellationToken::new(),
+            recovery: crate::recovery::Recovery::new(settings.github.clone()),
         })
     }
 
     /// The edge's limits (timeouts, connection cap, body budget); the
     /// defaults otherwise.
+    /// The self-check's public URL and the redelivery settings (off by default).
+    pub fn with_recovery(mut self, settings: crate::recovery::RecoverySettings) -> Self {
+        self.recovery.settings = settings;
+        self
+    }
+
     pub fn with_edge(mut self, edge: EdgeSettings) -> Self {
         self.state.webhook = webhook_limits(&edge);
         self.edge = edge;
@@ -178,6 +187,7 @@ impl Application {
             history_retention,
             edge,
             shutdown,
+            recovery,
         } = self;
         let health = Router::new()
             .route("/healthz", get(|| async { "ok" }))
@@ -248,6 +258,8 @@ impl Application {
                 Ok(())
             });
         }
+        // Never fails and never delays start-up: it only reads GitHub and logs.
+        servers.spawn(recovery.run(state.store.clone(), shutdown.clone()));
         if role != Role::Worker {
             servers.spawn(prune(
                 state.store.clone(),
