@@ -26,7 +26,9 @@ async fn setup() -> Setup {
     let key = dir.path().join("app.pem");
     std::fs::write(&key, TEST_APP_PRIVATE_KEY_PEM).unwrap();
     let url = db_url(dir.path());
-    run(dir.path(), &["migrate", "--database-url", &url], &[]).await.ok_for("migrate");
+    run(dir.path(), &["migrate", "--database-url", &url], &[])
+        .await
+        .ok_for("migrate");
     let mut conn = common::content::connect(&url).await;
     sqlx::query("INSERT INTO connector_instance (id, installation_id, status, created_at, updated_at) VALUES ($1, $2, $3, 0, 0)")
         .bind("con_doctor")
@@ -65,14 +67,20 @@ impl Setup {
         out.assert_no_panic();
         for text in [&out.stdout, &out.stderr] {
             assert!(!text.contains(SECRET), "the secret was printed:\n{text}");
-            assert!(!text.contains("PRIVATE KEY"), "the key was printed:\n{text}");
+            assert!(
+                !text.contains("PRIVATE KEY"),
+                "the key was printed:\n{text}"
+            );
         }
         out
     }
 }
 
 fn fails(out: &Out) -> Vec<&str> {
-    out.stdout.lines().filter(|l| l.starts_with("FAIL")).collect()
+    out.stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,9 +88,19 @@ async fn a_good_set_up_passes_every_check() {
     let s = setup().await;
     let out = s.doctor(&[], &s.key).await;
     assert!(out.status.success(), "{out:?}");
-    for check in ["webhook secret", "database", "migrations", "private key", "App JWT", "installation 7", "webhook config"] {
+    for check in [
+        "webhook secret",
+        "database",
+        "migrations",
+        "private key",
+        "App JWT",
+        "installation 7",
+        "webhook config",
+    ] {
         assert!(
-            out.stdout.lines().any(|l| l.starts_with("ok") && l.contains(check)),
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(check)),
             "no ok line for {check}:\n{}",
             out.stdout
         );
@@ -102,7 +120,10 @@ async fn a_wrong_hook_url_and_insecure_ssl_each_fail() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let f = fails(&out);
     assert_eq!(f.len(), 2, "{out:?}");
-    assert!(f[0].contains("webhook config") && f[0].contains("path is /github/webhook"), "{f:?}");
+    assert!(
+        f[0].contains("webhook config") && f[0].contains("path is /github/webhook"),
+        "{f:?}"
+    );
     assert!(f[1].contains("SSL verification is off"), "{f:?}");
     assert!(out.stdout.contains("fix: "), "{out:?}");
 }
@@ -116,21 +137,38 @@ async fn the_public_url_is_compared_and_must_answer() {
     let out = s.doctor(&["--public-url", &public], &s.key).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let f = fails(&out);
-    assert!(f.iter().any(|l| l.contains("webhook config") && l.contains("not this service's")), "{f:?}");
-    assert!(f.iter().any(|l| l.contains("public URL") && l.contains("cannot reach")), "{f:?}");
+    assert!(
+        f.iter()
+            .any(|l| l.contains("webhook config") && l.contains("not this service's")),
+        "{f:?}"
+    );
+    assert!(
+        f.iter()
+            .any(|l| l.contains("public URL") && l.contains("cannot reach")),
+        "{f:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_key_fails_and_the_github_checks_are_skipped() {
     let s = setup().await;
     let bad = s.dir.path().join("bad.pem");
-    std::fs::write(&bad, "-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n").unwrap();
+    std::fs::write(
+        &bad,
+        "-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let out = s.doctor(&[], &bad).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let f = fails(&out);
     assert_eq!(f.len(), 1, "{out:?}");
     assert!(f[0].contains("private key"), "{f:?}");
-    assert!(out.stdout.lines().any(|l| l.starts_with("skip") && l.contains("App JWT")), "{out:?}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("skip") && l.contains("App JWT")),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,14 +182,28 @@ async fn an_unmigrated_and_an_unreachable_database_each_fail() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let f = fails(&out);
     assert_eq!(f.len(), 1, "{out:?}");
-    assert!(f[0].contains("migrations") && f[0].contains("not applied"), "{f:?}");
-    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "doctor changed the database");
+    assert!(
+        f[0].contains("migrations") && f[0].contains("not applied"),
+        "{f:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "doctor changed the database"
+    );
 
     let port = common::process::free_port();
     let url = format!("postgres://postgres:pw-not-shown@127.0.0.1:{port}/nothing");
     let out = s.doctor(&["--database-url", &url], &s.key).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let f = fails(&out);
-    assert!(f.iter().any(|l| l.contains("database") && l.contains("cannot open")), "{f:?}");
-    assert!(!out.stdout.contains("pw-not-shown") && !out.stderr.contains("pw-not-shown"), "{out:?}");
+    assert!(
+        f.iter()
+            .any(|l| l.contains("database") && l.contains("cannot open")),
+        "{f:?}"
+    );
+    assert!(
+        !out.stdout.contains("pw-not-shown") && !out.stderr.contains("pw-not-shown"),
+        "{out:?}"
+    );
 }

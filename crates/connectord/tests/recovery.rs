@@ -48,7 +48,11 @@ async fn start(fake: &FakeGitHub, dir: &Arc<tempfile::TempDir>) -> Running {
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_token();
     let handle = tokio::spawn(app.run_until_stopped());
-    Running { shutdown, handle, base }
+    Running {
+        shutdown,
+        handle,
+        base,
+    }
 }
 
 /// Waits until the delivery log has been read `pages` more times.
@@ -56,7 +60,10 @@ async fn wait_pages(fake: &FakeGitHub, pages: usize) {
     let want = fake.calls(Endpoint::HookDeliveries) + pages;
     let deadline = Instant::now() + Duration::from_secs(20);
     while fake.calls(Endpoint::HookDeliveries) < want {
-        assert!(Instant::now() < deadline, "the delivery log was not read {pages} more times");
+        assert!(
+            Instant::now() < deadline,
+            "the delivery log was not read {pages} more times"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

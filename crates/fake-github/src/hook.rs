@@ -198,7 +198,7 @@ fn deliveries(sh: &Shared, query: &str) -> Response {
         .filter(|d| cursor.is_none_or(|c| d.id <= c))
         .cloned()
         .collect();
-    items.sort_by(|a, b| b.id.cmp(&a.id));
+    items.sort_by_key(|d| std::cmp::Reverse(d.id));
     let next = items.get(per_page).map(|d| d.id);
     items.truncate(per_page);
     let mut resp = json(
