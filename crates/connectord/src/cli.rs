@@ -26,6 +26,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
+    /// Check the whole set-up (secret, App key and JWT, installations,
+    /// database, webhook config, public URL) with `serve`'s settings; exit 1 on any problem.
+    Doctor(Box<ServeArgs>),
     /// Manage connectors (GitHub App installations).
     #[command(subcommand)]
     Connectors(ConnectorsCmd),

@@ -84,6 +84,8 @@ pub struct ServeArgs {
     pub github: GithubArgs,
     #[command(flatten)]
     pub edge: EdgeArgs,
+    #[command(flatten)]
+    pub recovery: crate::recovery::RecoveryArgs,
     /// Log as JSON lines.
     #[arg(long, env = "CONNECTORD_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -122,7 +124,7 @@ pub struct GithubArgs {
 }
 
 impl GithubArgs {
-    fn into_config(self) -> anyhow::Result<Option<GithubAppConfig>> {
+    pub(crate) fn into_config(self) -> anyhow::Result<Option<GithubAppConfig>> {
         let key = match (
             self.github_app_private_key,
             &self.github_app_private_key_path,
@@ -199,14 +201,13 @@ impl EdgeArgs {
     }
 }
 
-/// `0` (off) or at least a second: shorter would read every branch head in a
-/// tight loop.
-fn parse_interval(s: &str) -> Result<Duration, String> {
+/// `0` (off) or at least a second: shorter would ask GitHub in a tight loop.
+pub(crate) fn parse_interval(s: &str) -> Result<Duration, String> {
     if s.trim() == "0" {
         return Ok(Duration::ZERO);
     }
     let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (write a duration such as 5m or 30s, or 0 for off)"))?;
+        .map_err(|e| format!("{e} (write a duration such as 5m or 30s)"))?;
     if !d.is_zero() && d < Duration::from_secs(1) {
         return Err("must be 0 (off) or at least 1s".into());
     }

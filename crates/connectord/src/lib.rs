@@ -16,6 +16,7 @@ pub mod fuzz_targets;
 pub mod github;
 pub mod ingress;
 pub mod private_fs;
+pub mod recovery;
 pub mod retry;
 pub mod secrets;
 pub mod shutdown;

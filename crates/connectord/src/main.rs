@@ -22,9 +22,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let args = *args;
             telemetry::init_logging(args.log_json);
             let edge = args.edge.settings();
+            let recovery = args.recovery.settings();
             let app = Application::build(args.into_settings()?, None)
                 .await?
-                .with_edge(edge);
+                .with_edge(edge)
+                .with_recovery(recovery);
             let token = app.shutdown_token();
             tokio::spawn(async move {
                 connectord::shutdown::signal().await;
@@ -43,6 +45,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Doctor(args) => connectord::recovery::doctor::run(*args).await,
         Command::Deliver(args) => cli::deliver(args).await,
         admin => cli::run_admin(admin).await,
     }

@@ -55,6 +55,8 @@ pub struct Application {
     history_retention: Duration,
     edge: EdgeSettings,
     shutdown: CancellationToken,
+    /// The webhook self-check and failed-delivery redelivery.
+    recovery: crate::recovery::Recovery,
 }
 
 impl Application {
@@ -154,7 +156,14 @@ impl Application {
             history_retention: settings.history_retention,
             edge: EdgeSettings::default(),
             shutdown: CancellationToken::new(),
+            recovery: crate::recovery::Recovery::new(settings.github.clone()),
         })
+    }
+
+    /// The self-check's public URL and the redelivery settings (off by default).
+    pub fn with_recovery(mut self, settings: crate::recovery::RecoverySettings) -> Self {
+        self.recovery.settings = settings;
+        self
     }
 
     /// The edge's limits (timeouts, connection cap, body budget); the
@@ -197,6 +206,7 @@ impl Application {
             history_retention,
             edge,
             shutdown,
+            recovery,
         } = self;
         let health = Router::new()
             .route("/healthz", get(|| async { "ok" }))
@@ -274,6 +284,8 @@ impl Application {
                 Ok(())
             });
         }
+        // Never fails and never delays start-up: it only reads GitHub and logs.
+        servers.spawn(recovery.run(state.store.clone(), shutdown.clone()));
         if role != Role::Worker {
             servers.spawn(prune(
                 state.store.clone(),

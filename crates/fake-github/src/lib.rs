@@ -11,6 +11,10 @@
 //!
 //! Endpoints served (all under [`FakeGitHub::base_url`]):
 //! - `POST /app/installations/{id}/access_tokens` (App JWT)
+//! - `GET /app`, `GET /app/hook/config`, `GET /app/hook/deliveries`
+//!   (`per_page`, `cursor`, `Link: <…>; rel="next"`) and
+//!   `POST /app/hook/deliveries/{id}/attempts` (App JWT; see [`HookConfig`],
+//!   [`HookDelivery`])
 //! - `GET /repos/{owner}/{repo}/git/ref/heads/{branch}`
 //! - `GET /repos/{owner}/{repo}/commits/{ref}` (JSON, or the bare SHA with
 //!   `Accept: application/vnd.github.sha`, which honours `If-None-Match`)
@@ -40,6 +44,7 @@
 mod api;
 mod auth;
 mod faults;
+mod hook;
 mod repo;
 mod server;
 
@@ -49,6 +54,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::DecodingKey;
 
+pub use hook::{HookConfig, HookDelivery};
 pub use repo::GitRepo;
 
 use auth::Tokens;
@@ -77,6 +83,14 @@ pub enum Endpoint {
     Tarball,
     /// The redirected download (`/_codeload/...`), codeload's job on GitHub.
     Archive,
+    /// `GET /app`
+    App,
+    /// `GET /app/hook/config`
+    HookConfig,
+    /// `GET /app/hook/deliveries` (one page)
+    HookDeliveries,
+    /// `POST /app/hook/deliveries/{id}/attempts`
+    HookAttempts,
 }
 
 /// A repository the fake serves.
@@ -107,6 +121,7 @@ pub(crate) struct State {
     pub rate: RateLimit,
     pub truncate_trees: bool,
     pub saw_api_version: bool,
+    pub hook: hook::HookState,
 }
 
 impl Shared {
@@ -155,6 +170,7 @@ impl FakeGitHub {
                 rate: RateLimit::new(now()),
                 truncate_trees: false,
                 saw_api_version: false,
+                hook: hook::HookState::default(),
             }),
         });
         let app = server::router(shared.clone());
@@ -321,6 +337,21 @@ impl FakeGitHub {
     /// Installation tokens minted so far.
     pub fn tokens_issued(&self) -> usize {
         self.shared.lock().tokens.issued()
+    }
+
+    /// What `GET /app/hook/config` answers from now on.
+    pub fn set_hook_config(&self, config: HookConfig) {
+        self.shared.lock().hook.config = config;
+    }
+
+    /// Adds an entry to the App's delivery log (`GET /app/hook/deliveries`).
+    pub fn add_hook_delivery(&self, delivery: HookDelivery) {
+        self.shared.lock().hook.deliveries.push(delivery);
+    }
+
+    /// The delivery ids redelivery was asked for (`POST …/attempts`), in order.
+    pub fn redelivery_attempts(&self) -> Vec<i64> {
+        self.shared.lock().hook.attempts.clone()
     }
 
     /// Whether any request carried an `X-GitHub-Api-Version` header.

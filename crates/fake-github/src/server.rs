@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::api::{self, Ctx, Op};
 use crate::auth::{credential, verify_app_jwt};
 use crate::faults::FaultKind;
+use crate::hook::{self, AppRoute};
 use crate::{now, Endpoint, Shared};
 
 const DOCS: &str = "https://docs.github.com/rest";
@@ -30,6 +31,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// What a request asks for.
 enum Route {
     AccessToken(i64),
+    /// `GET /app` and the App's webhook (`/app/hook/...`): App JWT only.
+    App(AppRoute),
     Repo {
         owner: String,
         name: String,
@@ -53,6 +56,9 @@ impl Route {
             ["app", "installations", id, "access_tokens"] if method == Method::POST => id
                 .parse()
                 .map(Route::AccessToken)
+                .unwrap_or(Route::Unknown { under_repos: false }),
+            ["app", rest @ ..] => AppRoute::parse(get, method == Method::POST, rest)
+                .map(Route::App)
                 .unwrap_or(Route::Unknown { under_repos: false }),
             ["_codeload", owner, name, "legacy.tar.gz", sha] if get => Route::Archive {
                 owner: decode(owner),
@@ -81,6 +87,12 @@ impl Route {
     fn endpoint(&self) -> Option<Endpoint> {
         match self {
             Route::AccessToken(_) => Some(Endpoint::AccessToken),
+            Route::App(r) => Some(match r {
+                AppRoute::App => Endpoint::App,
+                AppRoute::Config => Endpoint::HookConfig,
+                AppRoute::Deliveries => Endpoint::HookDeliveries,
+                AppRoute::Attempts(_) => Endpoint::HookAttempts,
+            }),
             Route::Archive { .. } => Some(Endpoint::Archive),
             Route::Repo { op, .. } => Some(op.endpoint()),
             Route::Unknown { .. } => None,
@@ -208,6 +220,13 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
 async fn dispatch(sh: &Arc<Shared>, route: Route, headers: &HeaderMap, query: &str) -> Response {
     match route {
         Route::AccessToken(installation_id) => access_token(sh, installation_id, headers),
+        Route::App(app_route) => {
+            let jwt = credential(header_str(headers, header::AUTHORIZATION));
+            match verify_app_jwt(&sh.key, sh.app_id, jwt, now()) {
+                Ok(()) => hook::handle(sh, app_route, query),
+                Err(message) => error(401, message),
+            }
+        }
         Route::Unknown { .. } => not_found(),
         Route::Archive { owner, name, sha } => {
             let Some(repo) = sh.lock().repos.get(&repo_key(&owner, &name)).cloned() else {

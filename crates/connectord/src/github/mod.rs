@@ -3,6 +3,7 @@
 //! budget per installation ([`client`]), and the [`reconciler`] that brings a
 //! target to a head SHA.
 
+pub mod app_hook;
 pub mod auth;
 pub mod blobs;
 pub mod branch_head;

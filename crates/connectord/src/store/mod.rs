@@ -254,4 +254,21 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         limit: i64,
     ) -> Result<Listing<ChangeEntry>>;
+
+    // --- failed-delivery redelivery ----------------------------------------
+
+    /// Whether a delivery with this `X-GitHub-Delivery` is recorded.
+    async fn delivery_recorded(&self, guid: &str) -> Result<bool>;
+    /// Claims asking GitHub to redeliver `guid`, once ever: `false` if it
+    /// was claimed before (by any process).
+    async fn claim_redelivery(
+        &self,
+        guid: &str,
+        hook_delivery_id: i64,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Gives a claim back (GitHub refused the request; nothing was redelivered).
+    async fn release_redelivery(&self, guid: &str) -> Result<()>;
+    /// Drops claims made before `before`.
+    async fn prune_redelivery_claims(&self, before: Millis) -> Result<u64>;
 }

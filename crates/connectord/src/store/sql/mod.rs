@@ -24,6 +24,7 @@ mod native;
 pub mod postgres;
 mod queue;
 mod reads;
+mod redelivery;
 mod retention;
 pub(crate) mod snapshot;
 pub mod sqlite;
@@ -469,5 +470,26 @@ impl Store for SqlStore {
 
     async fn get_delivery(&self, id: &str) -> Result<Delivery> {
         reads::get_delivery(&self.read, id).await
+    }
+
+    async fn delivery_recorded(&self, guid: &str) -> Result<bool> {
+        self.delivery_is_recorded(guid).await
+    }
+
+    async fn claim_redelivery(
+        &self,
+        guid: &str,
+        hook_delivery_id: i64,
+        now: Millis,
+    ) -> Result<bool> {
+        self.claim_redelivery_of(guid, hook_delivery_id, now).await
+    }
+
+    async fn release_redelivery(&self, guid: &str) -> Result<()> {
+        self.release_redelivery_of(guid).await
+    }
+
+    async fn prune_redelivery_claims(&self, before: Millis) -> Result<u64> {
+        self.prune_redelivery_claims_before(before).await
     }
 }
