@@ -1826,3 +1826,138 @@ async fn an_exhausted_rate_budget_stops_requests_until_the_reset() {
     app.stop().await;
 }
 }
+
+// --- 20. GitHub faults mid-sync ---------------------------------------------------
+
+conformance! {
+#[tokio::test]
+async fn a_burst_of_5xx_on_the_tree_the_tarball_and_blobs_is_retried_and_ends_equal_to_git() {
+    let (fake, repo) = fake_with_repo(130, 1030).await;
+    write_pages(&repo, 70);
+    let head = repo.commit("first");
+    // The tree fails the first two attempts (the job's retries); then the
+    // archive fails (the sync falls back to blobs); then two blob answers
+    // fail (retried in the process: even one blob getting both still has a
+    // third of its 3 tries, so no per-file failure).
+    fake.fail_next("/git/trees/", 503, 2);
+    fake.fail_next("/tarball/", 503, 1);
+    fake.fail_next("/git/blobs/", 502, 2);
+
+    let app = spawn_synced_app(&fake).await;
+    let (target, initial) = track(&app, 130, 1030, json!({})).await;
+    let e = wait_completed(&app, &initial).await;
+    assert_eq!(e["attempts"], 3, "two failed tree calls, then success: {e}");
+    assert_eq!(counts(&e), (70, 0, 0, 0), "{e}");
+    assert!(e["failures"].as_array().expect("failures").is_empty(), "{e}");
+    assert_eq!(fake.calls(Endpoint::Tree), 3, "one tree call per attempt");
+    assert_eq!(fake.calls(Endpoint::Tarball), 1, "one archive try");
+    assert_eq!(fake.calls(Endpoint::Blob), 72, "70 blobs, 2 of them twice");
+    assert_synced(&app, &target, &head).await;
+    assert_store_matches_git(&app, &target, &repo, &head).await;
+    let feed = changes(&app, &target, 0).await;
+    assert_eq!(feed.len(), 70, "each path once in the change feed");
+    app.stop().await;
+}
+}
+
+conformance! {
+#[tokio::test]
+async fn a_connection_reset_mid_body_on_the_tarball_or_a_blob_is_recovered_and_ends_equal_to_git() {
+    let (fake, repo) = fake_with_repo(131, 1031).await;
+    let pages = write_pages(&repo, 70);
+    let first = repo.commit("first");
+    // The archive's headers and 2,000 bytes, then the connection drops.
+    fake.reset_mid_body_next("/legacy.tar.gz/", 2000, 1);
+    let app = spawn_synced_app(&fake).await;
+    let (target, initial) = track(&app, 131, 1031, json!({})).await;
+    let e = wait_completed(&app, &initial).await;
+    assert_eq!(e["attempts"], 1, "the rest came blob by blob: {e}");
+    assert_eq!(counts(&e), (70, 0, 0, 0), "{e}");
+    assert!(e["failures"].as_array().expect("failures").is_empty(), "{e}");
+    assert_eq!(fake.calls(Endpoint::Archive), 1, "{e}");
+    assert_synced(&app, &target, &first).await;
+    assert_store_matches_git(&app, &target, &repo, &first).await;
+
+    // A blob answer broken off after 5 bytes: retried in the process.
+    for p in pages.iter().take(3) {
+        repo.write(p, b"changed after the reset\n");
+    }
+    repo.write(&pages[3], b"the one that is cut off\n");
+    let second = repo.commit("second");
+    let cut = blob_sha(&repo, &second, &pages[3]);
+    fake.reset_calls();
+    fake.reset_mid_body_next(&format!("/git/blobs/{cut}"), 5, 1);
+    let ev = push(&app, "reset-blob", 131, 1031, &first, &second).await;
+    let e = wait_completed(&app, &ev).await;
+    assert_eq!(e["attempts"], 1, "{e}");
+    assert_eq!(counts(&e), (0, 4, 0, 66), "66 unchanged: {e}");
+    assert!(e["failures"].as_array().expect("failures").is_empty(), "{e}");
+    assert_eq!(fake.blob_calls_for(&cut), 2, "cut off once, then whole");
+    assert_synced(&app, &target, &second).await;
+    assert_store_matches_git(&app, &target, &repo, &second).await;
+    app.stop().await;
+}
+}
+
+conformance! {
+#[tokio::test]
+async fn an_installation_suspended_mid_sync_leaves_what_was_stored_and_fails_later_syncs_clearly() {
+    let (fake, repo) = fake_with_repo(132, 1032).await;
+    let pages = write_pages(&repo, 8);
+    let first = repo.commit("first");
+    let app = spawn_with_github(fake.base_url(), blobs_only(), TestOptions::default()).await;
+    let (target, initial) = track(&app, 132, 1032, json!({})).await;
+    wait_completed(&app, &initial).await;
+
+    // Suspended while slow blob calls are in flight: each answers 403.
+    for p in pages.iter().take(5) {
+        repo.write(p, b"changed while suspended\n");
+    }
+    let second = repo.commit("second");
+    fake.reset_calls();
+    fake.set_delay("/git/blobs/", Duration::from_millis(300));
+    let ev = push(&app, "suspend-1", 132, 1032, &first, &second).await;
+    wait_until("a blob download started", || fake.calls(Endpoint::Blob) >= 1).await;
+    fake.suspend_installation(132);
+    let e = wait_final(&app, &ev).await;
+    fake.set_delay("/git/blobs/", Duration::ZERO);
+    assert_eq!(e["status"], "partial", "{e}");
+    let failures = e["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 5, "{e}");
+    assert!(
+        failures
+            .iter()
+            .all(|f| f.to_string().contains("This installation has been suspended")),
+        "{e}"
+    );
+    // Nothing half-written: the store still equals git at the first commit.
+    assert_store_matches_git(&app, &target, &repo, &first).await;
+
+    // A sync while suspended fails at once, saying why (the cached token
+    // answers 403 on the tree call; it is not retried).
+    repo.write(&pages[6], b"pushed while suspended\n");
+    let third = repo.commit("third");
+    let ev = push(&app, "suspend-2", 132, 1032, &second, &third).await;
+    let e = wait_final(&app, &ev).await;
+    assert_eq!(e["status"], "failed", "{e}");
+    assert_eq!(e["attempts"], 1, "{e}");
+    assert!(
+        e["lastError"]
+            .as_str()
+            .is_some_and(|m| m.contains("403") && m.contains("This installation has been suspended")),
+        "{e}"
+    );
+    assert_store_matches_git(&app, &target, &repo, &first).await;
+
+    // Unsuspended: the next push syncs everything, counts once each.
+    fake.unsuspend_installation(132);
+    repo.write(&pages[7], b"after the suspension\n");
+    let fourth = repo.commit("fourth");
+    let ev = push(&app, "suspend-3", 132, 1032, &third, &fourth).await;
+    let e = wait_completed(&app, &ev).await;
+    assert_eq!(counts(&e), (0, 7, 0, 1), "one unchanged: {e}");
+    assert_synced(&app, &target, &fourth).await;
+    assert_store_matches_git(&app, &target, &repo, &fourth).await;
+    app.stop().await;
+}
+}

@@ -24,6 +24,10 @@ pub(crate) enum FaultKind {
         content_type: String,
         body: Arc<Vec<u8>>,
     },
+    /// The real answer's status and headers (its full `content-length`
+    /// included), then the first `sent` bytes of its body, then the
+    /// connection is dropped: a reset mid-body.
+    ResetMidBody { sent: usize },
 }
 
 #[derive(Debug)]

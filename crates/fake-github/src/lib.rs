@@ -122,6 +122,8 @@ pub(crate) struct State {
     pub truncate_trees: bool,
     pub saw_api_version: bool,
     pub hook: hook::HookState,
+    /// Installations suspended by [`FakeGitHub::suspend_installation`].
+    pub suspended: HashSet<i64>,
 }
 
 impl Shared {
@@ -171,6 +173,7 @@ impl FakeGitHub {
                 truncate_trees: false,
                 saw_api_version: false,
                 hook: hook::HookState::default(),
+                suspended: HashSet::new(),
             }),
         });
         let app = server::router(shared.clone());
@@ -299,6 +302,31 @@ impl FakeGitHub {
             },
             times,
         );
+    }
+
+    /// The next `times` requests whose path contains `path_contains` get
+    /// the real answer's status and headers (with its full `content-length`)
+    /// and the first `sent_bytes` of its body, then the connection drops.
+    /// For blob answers and the redirected tarball download (`/legacy.tar.gz/`).
+    pub fn reset_mid_body_next(&self, path_contains: &str, sent_bytes: usize, times: usize) {
+        self.arm(
+            path_contains,
+            FaultKind::ResetMidBody { sent: sent_bytes },
+            times,
+        );
+    }
+
+    /// Suspends the installation, as its owner or the App's owner can on
+    /// GitHub: token requests and calls with its existing tokens answer 403
+    /// `This installation has been suspended` until
+    /// [`Self::unsuspend_installation`].
+    pub fn suspend_installation(&self, installation_id: i64) {
+        self.shared.lock().suspended.insert(installation_id);
+    }
+
+    /// Lifts [`Self::suspend_installation`].
+    pub fn unsuspend_installation(&self, installation_id: i64) {
+        self.shared.lock().suspended.remove(&installation_id);
     }
 
     fn arm(&self, path_contains: &str, kind: FaultKind, times: usize) {

@@ -23,6 +23,8 @@ Check https://developer.github.com for other possible causes.\n";
 const SECONDARY: &str = "You have exceeded a secondary rate limit. Please wait a few minutes \
 before you try again. If you reach out to GitHub Support for help, please include the request ID \
 0000:0000:0000000:0000000:00000000.";
+/// GitHub's answer for an installation its owner or the App's owner suspended.
+const SUSPENDED: &str = "This installation has been suspended";
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
@@ -190,6 +192,10 @@ async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
             tokio::time::sleep(d).await;
         }
         match fault.clone() {
+            Some(FaultKind::ResetMidBody { sent }) => {
+                let real = dispatch(&sh, route, &headers, parts.uri.query().unwrap_or("")).await;
+                reset_mid_body(real, sent).await
+            }
             Some(kind) => fault_response(kind, installation),
             None => dispatch(&sh, route, &headers, parts.uri.query().unwrap_or("")).await,
         }
@@ -243,6 +249,9 @@ async fn dispatch(sh: &Arc<Shared>, route: Route, headers: &HeaderMap, query: &s
                 let Some(installation) = installation else {
                     return error(401, "Bad credentials");
                 };
+                if st.suspended.contains(&installation) {
+                    return error(403, SUSPENDED);
+                }
                 match st.repos.get(&repo_key(&owner, &name)) {
                     Some(repo) if repo.installation_id == installation => repo.clone(),
                     _ => return not_found(),
@@ -272,6 +281,9 @@ fn access_token(sh: &Shared, installation_id: i64, headers: &HeaderMap) -> Respo
     let mut st = sh.lock();
     if !st.installations.contains(&installation_id) {
         return not_found();
+    }
+    if st.suspended.contains(&installation_id) {
+        return error(403, SUSPENDED);
     }
     let (token, expires_at) = st.tokens.issue(installation_id, now);
     let expires_at = chrono::DateTime::from_timestamp(expires_at, 0)
@@ -313,6 +325,8 @@ fn fault_response(kind: FaultKind, installation: Option<i64>) -> Response {
             set(r.headers_mut(), "retry-after", retry_after_secs.to_string());
             r
         }
+        // Answered in `handle`, which has the real response to cut short.
+        FaultKind::ResetMidBody { .. } => error(500, "reset mid-body"),
         FaultKind::Body { content_type, body } => Response::builder()
             .status(200)
             .header(header::CONTENT_TYPE, content_type)
@@ -331,6 +345,26 @@ fn fault_response(kind: FaultKind, installation: Option<i64>) -> Response {
             )
         }
     }
+}
+
+/// `real`'s status and headers, its full `content-length`, the first `sent`
+/// bytes of its body, then an error that makes hyper drop the connection.
+async fn reset_mid_body(real: Response, sent: usize) -> Response {
+    let (mut parts, body) = real.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let len = bytes.len();
+    let head = bytes.slice(..sent.min(len.saturating_sub(1)));
+    set(&mut parts.headers, "content-length", len.to_string());
+    let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+        Ok(head),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "fake-github: reset mid-body",
+        )),
+    ];
+    Response::from_parts(parts, Body::from_stream(futures_util::stream::iter(chunks)))
 }
 
 /// Runs git work off the async threads.
