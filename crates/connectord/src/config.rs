@@ -1,6 +1,7 @@
 //! Settings for `connectord serve`: every one a flag and an environment variable.
 
 use crate::edge::EdgeSettings;
+use crate::github::http::Timeouts;
 use crate::github::tarball::Limits;
 use crate::github::{FetchMode, FetchSettings, GithubAppConfig};
 use crate::secrets::{self, Source};
@@ -121,6 +122,15 @@ pub struct GithubArgs {
     /// no rate limit): `5m`, `30s`; `0` turns it off.
     #[arg(long, env = "CONNECTORD_RECONCILE_INTERVAL", default_value = "5m", value_parser = parse_interval)]
     pub reconcile_interval: Duration,
+    /// The longest GitHub may leave a connection silent (waiting for the
+    /// answer's headers or its next bytes, archives included) before the
+    /// call counts as failed and is retried.
+    #[arg(long, env = "CONNECTORD_GITHUB_READ_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub github_read_timeout: Duration,
+    /// The longest one whole answer may take, for every call but an archive
+    /// download (those are bounded by the read timeout only).
+    #[arg(long, env = "CONNECTORD_GITHUB_REQUEST_TIMEOUT", default_value = "120s", value_parser = parse_timeout)]
+    pub github_request_timeout: Duration,
 }
 
 impl GithubArgs {
@@ -145,6 +155,11 @@ impl GithubArgs {
                     archive: Limits {
                         max_bytes: self.tarball_max_bytes,
                         max_entries: self.tarball_max_entries,
+                    },
+                    timeouts: Timeouts {
+                        read: self.github_read_timeout,
+                        request: self.github_request_timeout,
+                        ..Timeouts::default()
                     },
                 },
                 reconcile_interval: Some(self.reconcile_interval).filter(|d| !d.is_zero()),

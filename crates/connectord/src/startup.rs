@@ -311,7 +311,11 @@ impl Application {
 /// cache and its view of each installation's rate budget.
 fn github_client(gh: &GithubAppConfig) -> anyhow::Result<Arc<GithubClient>> {
     let auth = AppAuth::new(gh.app_id, &gh.private_key_pem)?;
-    Ok(Arc::new(GithubClient::new(&gh.api_url, auth)?))
+    Ok(Arc::new(GithubClient::new(
+        &gh.api_url,
+        auth,
+        &gh.fetch.timeouts,
+    )?))
 }
 
 fn github_reconciler(

@@ -246,6 +246,7 @@ async fn a_gzip_bomb_fails_the_sync_at_the_byte_cap_and_stores_nothing() {
             max_bytes: 64 << 20,
             max_entries: 1000,
         },
+        ..FetchSettings::default()
     };
     let app = spawn_synced(&fake, fetch).await;
     let (target, initial) = track(&app, 204, 2004).await;

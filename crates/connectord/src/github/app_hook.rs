@@ -9,20 +9,18 @@
 
 use super::auth::AppAuth;
 use super::blobs::read_bounded;
-use super::client::{classify, ApiError, API_VERSION};
+use super::client::{classify, ApiError};
+use super::http::{self, Timeouts};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::time::Duration;
 
-const USER_AGENT: &str = concat!("connectord/", env!("CARGO_PKG_VERSION"));
 /// `GET /app` and the hook config are a few hundred bytes.
 const SMALL_ANSWER: u64 = 256 << 10;
 /// A page of at most 100 delivery summaries is tens of KiB.
 const PAGE_ANSWER: u64 = 4 << 20;
-/// An error body is only read for its message.
-const ERROR_ANSWER: u64 = 64 << 10;
 /// GitHub's most per page for the delivery log.
 pub const MAX_PER_PAGE: u32 = 100;
 
@@ -89,26 +87,17 @@ pub struct AppClient {
     http: reqwest::Client,
     api: String,
     auth: AppAuth,
+    /// Small answers only: a whole call taking longer is a stalled server.
+    request_timeout: Duration,
 }
 
 impl AppClient {
-    pub fn new(api_url: &str, auth: AppAuth) -> anyhow::Result<Self> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            "x-github-api-version",
-            reqwest::header::HeaderValue::from_static(API_VERSION),
-        );
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            .connect_timeout(Duration::from_secs(10))
-            // Small answers only: a whole call taking longer is a stalled server.
-            .timeout(Duration::from_secs(30))
-            .build()?;
+    pub fn new(api_url: &str, auth: AppAuth, timeouts: &Timeouts) -> anyhow::Result<Self> {
         Ok(Self {
-            http,
+            http: http::client(timeouts)?,
             api: api_url.trim_end_matches('/').to_owned(),
             auth,
+            request_timeout: timeouts.request,
         })
     }
 
@@ -189,12 +178,13 @@ impl AppClient {
         let res = self
             .http
             .request(method, format!("{}{path}", self.api))
+            .timeout(self.request_timeout)
             .header("accept", "application/vnd.github+json")
             .bearer_auth(jwt)
             .send()
             .await
             .map_err(|e| {
-                let error = ApiError::Transient(format!("{what}: {e}"));
+                let error = ApiError::Transient(format!("{what}: {}", http::describe(&e)));
                 if e.is_connect() {
                     SendError::NotSent(error)
                 } else {
@@ -206,9 +196,7 @@ impl AppClient {
         if res.status().is_success() {
             return Ok(res);
         }
-        Err(SendError::Answered(
-            classify(capped(res).await, &what).await,
-        ))
+        Err(SendError::Answered(classify(res, &what).await))
     }
 }
 
@@ -233,28 +221,6 @@ impl SendError {
         match self {
             SendError::NotSent(e) | SendError::Answered(e) | SendError::Unknown(e) => e,
         }
-    }
-}
-
-/// The answer with its body cut at [`ERROR_ANSWER`] bytes, so `classify`
-/// (which reads the whole body for GitHub's message) reads a bounded one.
-async fn capped(mut res: Response) -> Response {
-    let mut builder = axum::http::Response::builder().status(res.status());
-    for (k, v) in res.headers() {
-        builder = builder.header(k, v);
-    }
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = res.chunk().await {
-        let room = ERROR_ANSWER as usize - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= ERROR_ANSWER as usize {
-            break;
-        }
-    }
-    match builder.body(body) {
-        Ok(r) => Response::from(r),
-        // Unreachable (every part came from a valid response); answer empty.
-        Err(_) => Response::from(axum::http::Response::new(Vec::new())),
     }
 }
 

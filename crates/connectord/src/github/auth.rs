@@ -91,7 +91,12 @@ impl AppAuth {
             .bearer_auth(self.jwt(now)?)
             .send()
             .await
-            .map_err(|e| ApiError::Transient(format!("minting an installation token: {e}")))?;
+            .map_err(|e| {
+                ApiError::Transient(format!(
+                    "minting an installation token: {}",
+                    super::http::describe(&e)
+                ))
+            })?;
         if !res.status().is_success() {
             let err = classify(res, "minting an installation token").await;
             metrics::counter!("connectord_github_token_errors_total").increment(1);

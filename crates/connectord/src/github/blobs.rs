@@ -103,11 +103,9 @@ pub async fn read_bounded(mut res: Response, limit: u64, what: &str) -> Result<V
         return Err(too_large(n));
     }
     let mut out = Vec::new();
-    while let Some(chunk) = res
-        .chunk()
-        .await
-        .map_err(|e| ApiError::Transient(format!("reading the answer: {e}")))?
-    {
+    while let Some(chunk) = res.chunk().await.map_err(|e| {
+        ApiError::Transient(format!("reading the answer: {}", super::http::describe(&e)))
+    })? {
         let n = out.len() as u64 + chunk.len() as u64;
         if n > limit {
             return Err(too_large(n));

@@ -5,13 +5,13 @@
 //! A rate-limit 403 is never taken for lost access: it is `RateLimited`.
 
 use super::auth::AppAuth;
+use super::http::{self, Timeouts};
 use reqwest::{Response, StatusCode};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 pub const API_VERSION: &str = "2022-11-28";
-const USER_AGENT: &str = concat!("connectord/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -21,6 +21,10 @@ pub enum ApiError {
     Permanent(String),
     #[error("{0}")]
     NotFound(String),
+    /// A 403 that is not a rate limit: the installation is suspended or
+    /// lacks a permission. Never about one file, so a sync stops at the first.
+    #[error("{0}")]
+    Forbidden(String),
     /// 401 even with a fresh token (or from the token endpoint itself).
     #[error("{0}")]
     Unauthorized(String),
@@ -51,30 +55,19 @@ pub struct GithubClient {
     /// Smoothed time to the response headers of a call (the fetch plan's
     /// per-call cost).
     latency: Mutex<Option<Duration>>,
+    /// The whole-answer bound for everything but archives.
+    request_timeout: Duration,
 }
 
 impl GithubClient {
-    pub fn new(api_url: &str, auth: AppAuth) -> anyhow::Result<Self> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            "x-github-api-version",
-            reqwest::header::HeaderValue::from_static(API_VERSION),
-        );
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            .connect_timeout(Duration::from_secs(10))
-            // A stall, not a length: a tarball of a large repository streams
-            // for minutes, so there is no timeout on the whole request, but
-            // no read may wait more than this for the next bytes.
-            .read_timeout(Duration::from_secs(60))
-            .build()?;
+    pub fn new(api_url: &str, auth: AppAuth, timeouts: &Timeouts) -> anyhow::Result<Self> {
         Ok(Self {
-            http,
+            http: http::client(timeouts)?,
             api: api_url.trim_end_matches('/').to_owned(),
             auth,
             budgets: Mutex::new(HashMap::new()),
             latency: Mutex::new(None),
+            request_timeout: timeouts.request,
         })
     }
 
@@ -114,7 +107,7 @@ impl GithubClient {
             if !path.contains("/tarball/") {
                 // Everything but an archive is small: a whole answer that
                 // takes longer than this is a stalled or trickling server.
-                req = req.timeout(Duration::from_secs(120));
+                req = req.timeout(self.request_timeout);
             }
             if let Some(etag) = etag {
                 req = req.header("if-none-match", etag);
@@ -124,7 +117,7 @@ impl GithubClient {
                 .header("authorization", format!("Bearer {token}"))
                 .send()
                 .await
-                .map_err(|e| ApiError::Transient(format!("GET {path}: {e}")))?;
+                .map_err(|e| ApiError::Transient(format!("GET {path}: {}", http::describe(&e))))?;
             // Only small answers say what one call costs: a tree of 50,000
             // entries takes the server seconds before its headers, and
             // counting it made blob calls look 10x dearer than they are.
@@ -242,7 +235,7 @@ pub async fn classify(res: Response, what: &str) -> ApiError {
     let retry_after = header_i64(&res, "retry-after");
     let remaining = header_i64(&res, "x-ratelimit-remaining");
     let reset = header_i64(&res, "x-ratelimit-reset");
-    let body = res.text().await.unwrap_or_default();
+    let body = error_body(res).await;
     let message: String = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
@@ -282,7 +275,24 @@ pub async fn classify(res: Response, what: &str) -> ApiError {
     match status {
         StatusCode::NOT_FOUND => ApiError::NotFound(msg),
         StatusCode::UNAUTHORIZED => ApiError::Unauthorized(msg),
+        StatusCode::FORBIDDEN => ApiError::Forbidden(msg),
         s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => ApiError::Transient(msg),
         _ => ApiError::Permanent(msg),
     }
 }
+
+/// An error answer is read only for its message: at most [`ERROR_BODY`]
+/// bytes, however long the server goes on.
+async fn error_body(mut res: Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = res.chunk().await {
+        let room = ERROR_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= ERROR_BODY {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+const ERROR_BODY: usize = 64 << 10;

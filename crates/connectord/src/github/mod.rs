@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod branch_head;
 pub mod client;
 pub mod fetch_plan;
+pub mod http;
 pub mod plan;
 pub mod reconciler;
 pub mod tarball;
@@ -37,6 +38,8 @@ pub struct FetchSettings {
     /// Hard caps on one tarball: decompressed bytes and entries. Each
     /// archive is also capped by what its tree says it holds.
     pub archive: tarball::Limits,
+    /// How long GitHub may take to answer.
+    pub timeouts: http::Timeouts,
 }
 
 impl Default for FetchSettings {
@@ -47,6 +50,7 @@ impl Default for FetchSettings {
                 max_bytes: 4 << 30,
                 max_entries: 1_000_000,
             },
+            timeouts: http::Timeouts::default(),
         }
     }
 }

@@ -121,7 +121,7 @@ impl Recovery {
             return Ok(());
         };
         let client = match AppAuth::new(gh.app_id, &gh.private_key_pem)
-            .and_then(|auth| AppClient::new(&gh.api_url, auth))
+            .and_then(|auth| AppClient::new(&gh.api_url, auth, &gh.fetch.timeouts))
         {
             Ok(c) => c,
             Err(e) => {
