@@ -1901,16 +1901,18 @@ async fn a_connection_reset_mid_body_on_the_tarball_or_a_blob_is_recovered_and_e
 
 conformance! {
 #[tokio::test]
-async fn an_installation_suspended_mid_sync_leaves_what_was_stored_and_fails_later_syncs_clearly() {
+async fn an_installation_suspended_mid_sync_stops_the_sync_at_once_and_fails_later_syncs_clearly() {
     let (fake, repo) = fake_with_repo(132, 1032).await;
-    let pages = write_pages(&repo, 8);
+    let pages = write_pages(&repo, 30);
     let first = repo.commit("first");
     let app = spawn_with_github(fake.base_url(), blobs_only(), TestOptions::default()).await;
     let (target, initial) = track(&app, 132, 1032, json!({})).await;
     wait_completed(&app, &initial).await;
 
-    // Suspended while slow blob calls are in flight: each answers 403.
-    for p in pages.iter().take(5) {
+    // Suspended while slow blob calls are in flight: each answers 403. More
+    // changed files than the sync downloads at once, so the ones not yet
+    // started show whether the sync stops at the first 403.
+    for p in pages.iter().take(20) {
         repo.write(p, b"changed while suspended\n");
     }
     let second = repo.commit("second");
@@ -1921,21 +1923,27 @@ async fn an_installation_suspended_mid_sync_leaves_what_was_stored_and_fails_lat
     fake.suspend_installation(132);
     let e = wait_final(&app, &ev).await;
     fake.set_delay("/git/blobs/", Duration::ZERO);
-    assert_eq!(e["status"], "partial", "{e}");
-    let failures = e["failures"].as_array().expect("failures");
-    assert_eq!(failures.len(), 5, "{e}");
+    // Not a per-file failure for each file: a 403 is about the installation,
+    // never one blob, so the sync ends at the first, saying why.
+    assert_eq!(e["status"], "failed", "{e}");
+    assert_eq!(e["attempts"], 1, "a suspension is not retried: {e}");
     assert!(
-        failures
-            .iter()
-            .all(|f| f.to_string().contains("This installation has been suspended")),
+        e["lastError"]
+            .as_str()
+            .is_some_and(|m| m.contains("This installation has been suspended")),
         "{e}"
+    );
+    let blob_calls = fake.calls(Endpoint::Blob);
+    assert!(
+        blob_calls < 20,
+        "{blob_calls} blob calls: the sync went on after the first 403"
     );
     // Nothing half-written: the store still equals git at the first commit.
     assert_store_matches_git(&app, &target, &repo, &first).await;
 
     // A sync while suspended fails at once, saying why (the cached token
     // answers 403 on the tree call; it is not retried).
-    repo.write(&pages[6], b"pushed while suspended\n");
+    repo.write(&pages[26], b"pushed while suspended\n");
     let third = repo.commit("third");
     let ev = push(&app, "suspend-2", 132, 1032, &second, &third).await;
     let e = wait_final(&app, &ev).await;
@@ -1951,13 +1959,93 @@ async fn an_installation_suspended_mid_sync_leaves_what_was_stored_and_fails_lat
 
     // Unsuspended: the next push syncs everything, counts once each.
     fake.unsuspend_installation(132);
-    repo.write(&pages[7], b"after the suspension\n");
+    repo.write(&pages[27], b"after the suspension\n");
     let fourth = repo.commit("fourth");
     let ev = push(&app, "suspend-3", 132, 1032, &third, &fourth).await;
     let e = wait_completed(&app, &ev).await;
-    assert_eq!(counts(&e), (0, 7, 0, 1), "one unchanged: {e}");
+    assert_eq!(counts(&e), (0, 22, 0, 8), "eight unchanged: {e}");
     assert_synced(&app, &target, &fourth).await;
     assert_store_matches_git(&app, &target, &repo, &fourth).await;
+    app.stop().await;
+}
+}
+
+/// Fetch settings whose GitHub timeouts are 1 s, so a test of a GitHub that
+/// stops answering takes seconds, not the defaults' minutes.
+fn short_timeouts(mode: connectord::github::FetchMode) -> FetchSettings {
+    FetchSettings {
+        mode,
+        timeouts: connectord::github::http::Timeouts {
+            read: Duration::from_secs(1),
+            request: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..FetchSettings::default()
+    }
+}
+
+conformance! {
+#[tokio::test]
+async fn a_github_answer_slower_than_the_timeout_fails_the_try_clearly_and_the_retry_completes() {
+    let (fake, repo) = fake_with_repo(131, 1031).await;
+    repo.write("a.md", b"a\n");
+    let first = repo.commit("first");
+    let app = spawn_with_github(
+        fake.base_url(),
+        short_timeouts(connectord::github::FetchMode::Auto),
+        TestOptions::default(),
+    )
+    .await;
+    let (target, initial) = track(&app, 131, 1031, json!({})).await;
+    wait_completed(&app, &initial).await;
+
+    repo.write("a.md", b"a2\n");
+    let second = repo.commit("second");
+    // The tree answers only after 3 s: past both the 1 s read timeout (no
+    // headers) and the whole-answer timeout.
+    fake.set_delay("/git/trees/", Duration::from_secs(3));
+    let ev = push(&app, "slow-tree", 131, 1031, &first, &second).await;
+    let e = wait_event(&app, &ev, "a timed-out try", 20, |e| {
+        e["lastError"].as_str().is_some_and(|m| m.contains("timed out"))
+    })
+    .await;
+    assert!(!is_final(&e), "a timeout is transient, retried: {e}");
+    let message = e["lastError"].as_str().unwrap();
+    assert!(message.contains("/git/trees/"), "names the call: {message}");
+
+    fake.set_delay("/git/trees/", Duration::ZERO);
+    let e = wait_completed(&app, &ev).await;
+    assert!(e["attempts"].as_i64().unwrap() >= 2, "retried: {e}");
+    assert_eq!(counts(&e), (0, 1, 0, 0), "counts not doubled: {e}");
+    assert_synced(&app, &target, &second).await;
+    assert_store_matches_git(&app, &target, &repo, &second).await;
+    app.stop().await;
+}
+}
+
+conformance! {
+#[tokio::test]
+async fn a_tarball_that_stalls_past_the_read_timeout_falls_back_to_blobs() {
+    let (fake, repo) = fake_with_repo(133, 1033).await;
+    write_pages(&repo, 70);
+    let head = repo.commit("first");
+    // Seventy files: the fetch plan takes the archive, which never answers
+    // within the read timeout.
+    fake.set_delay("/tarball/", Duration::from_secs(3));
+    let app = spawn_with_github(
+        fake.base_url(),
+        short_timeouts(connectord::github::FetchMode::Auto),
+        TestOptions::default(),
+    )
+    .await;
+    let (target, initial) = track(&app, 133, 1033, json!({})).await;
+    let e = wait_completed(&app, &initial).await;
+    assert!(fake.calls(Endpoint::Tarball) >= 1, "the archive was asked for");
+    assert_eq!(fake.calls(Endpoint::Blob), 70, "every file came blob by blob");
+    assert_eq!(e["attempts"], 1, "the fallback is in the same try: {e}");
+    assert_eq!(counts(&e), (70, 0, 0, 0), "{e}");
+    assert_synced(&app, &target, &head).await;
+    assert_store_matches_git(&app, &target, &repo, &head).await;
     app.stop().await;
 }
 }

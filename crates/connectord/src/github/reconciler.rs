@@ -42,7 +42,7 @@ impl From<ApiError> for ReconcileError {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Transient(m) => ReconcileError::Transient(m),
-            ApiError::Permanent(m) => ReconcileError::Permanent(m),
+            ApiError::Permanent(m) | ApiError::Forbidden(m) => ReconcileError::Permanent(m),
             // The repository (or the installation) is gone or no longer ours.
             ApiError::NotFound(m) | ApiError::Unauthorized(m) => ReconcileError::Inaccessible(m),
             ApiError::RateLimited {
@@ -203,7 +203,13 @@ impl GithubReconciler {
                         self.accept_file(acc, w, file.clone()).await?;
                     }
                 }
-                Err(e @ ApiError::RateLimited { .. }) => return Err(e.into()),
+                // About the installation, not this file: stop the sync (the
+                // downloads still in flight are dropped with the stream).
+                Err(
+                    e @ (ApiError::RateLimited { .. }
+                    | ApiError::Forbidden(_)
+                    | ApiError::Unauthorized(_)),
+                ) => return Err(e.into()),
                 Err(e) => {
                     for w in &paths {
                         acc.fail(w, e.to_string());
@@ -273,8 +279,13 @@ impl GithubReconciler {
         {
             Ok(r) => r,
             // Told to wait: the job waits too, rather than turning one call
-            // into thousands of blob calls while rate limited.
-            Err(e @ ApiError::RateLimited { .. }) => return Err(e.into()),
+            // into thousands of blob calls while rate limited. Refused
+            // access is the installation's, so the blobs would be refused too.
+            Err(
+                e @ (ApiError::RateLimited { .. }
+                | ApiError::Forbidden(_)
+                | ApiError::Unauthorized(_)),
+            ) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "tarball download failed; fetching blobs one by one");
                 return Ok(all(pending));
