@@ -2,7 +2,8 @@
 //! none, then one recursive listing, or a walk of sub-trees when GitHub
 //! truncates it.
 
-use super::client::{ApiError, GithubClient};
+use super::branch_head::{self, BranchHead};
+use super::client::GithubClient;
 use super::plan::TreeEntry;
 use crate::store::models::ClaimedJob;
 use crate::sync::ReconcileError;
@@ -13,23 +14,12 @@ use super::blobs::read_bounded;
 /// The largest tree answer read: GitHub truncates a recursive listing at
 /// 100,000 entries or 7 MB, so anything far larger is not GitHub's.
 const MAX_TREE_ANSWER: u64 = 64 << 20;
-const MAX_REF_ANSWER: u64 = 64 << 10;
 
 #[derive(Debug, Deserialize)]
 struct TreeResponse {
     tree: Vec<TreeEntry>,
     #[serde(default)]
     truncated: bool,
-}
-
-#[derive(Deserialize)]
-struct RefResponse {
-    object: RefObject,
-}
-
-#[derive(Deserialize)]
-struct RefObject {
-    sha: String,
 }
 
 pub async fn resolve_head(
@@ -41,23 +31,16 @@ pub async fn resolve_head(
         return Ok(sha.clone());
     }
     let branch = job.job.git_ref.trim_start_matches("refs/heads/");
-    let res = client
-        .get(
-            job.job.installation_id,
-            &format!("/repos/{repo}/git/ref/heads/{branch}"),
-            "application/vnd.github+json",
-        )
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound(_) => {
-                ReconcileError::Permanent(format!("branch `{branch}` not found in {repo}"))
-            }
-            other => other.into(),
-        })?;
-    let body = read_bounded(res, MAX_REF_ANSWER, "a ref answer can be").await?;
-    let r: RefResponse = serde_json::from_slice(&body)
-        .map_err(|e| ReconcileError::Transient(format!("reading the ref: {e}")))?;
-    Ok(r.object.sha)
+    // The same read as the missed-push pass's, unconditional.
+    match branch_head::read(client, job.job.installation_id, repo, branch, None).await? {
+        BranchHead::At { sha, .. } => Ok(sha),
+        BranchHead::Missing => Err(ReconcileError::Permanent(format!(
+            "branch `{branch}` not found in {repo}"
+        ))),
+        BranchHead::Unchanged => Err(ReconcileError::Transient(format!(
+            "GitHub answered 304 to an unconditional read of {repo}@{branch}"
+        ))),
+    }
 }
 
 async fn tree(
