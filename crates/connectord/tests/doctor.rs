@@ -207,3 +207,39 @@ async fn an_unmigrated_and_an_unreachable_database_each_fail() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_installations_are_sampled_not_each_minted_a_token() {
+    let s = setup().await;
+    let mut conn = common::content::connect(&db_url(s.dir.path())).await;
+    for id in 100..130i64 {
+        s.fake.add_installation(id);
+        sqlx::query("INSERT INTO connector_instance (id, installation_id, status, created_at, updated_at) VALUES ($1, $2, $3, 0, 0)")
+            .bind(format!("con_{id}"))
+            .bind(id)
+            .bind("active")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let before = s.fake.tokens_issued();
+    let out = s.doctor(&[], &s.key).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("31 recorded; checking the first 25 by id"),
+        "{}",
+        out.stdout
+    );
+    let checked = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ok    installation "))
+        .count();
+    assert_eq!(checked, 25, "{}", out.stdout);
+    assert_eq!(
+        s.fake.tokens_issued() - before,
+        25,
+        "one token per checked installation"
+    );
+}

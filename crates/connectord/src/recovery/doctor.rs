@@ -177,6 +177,9 @@ async fn connect(url: &str) -> anyhow::Result<AnyConnection> {
     Ok(AnyConnection::connect(&url).await?)
 }
 
+/// The most installations `doctor` mints a token for.
+const MAX_INSTALLATIONS_CHECKED: usize = 25;
+
 async fn github(r: &mut Report, args: &ServeArgs, installations: Option<Vec<i64>>) {
     let skip_rest = |r: &mut Report, why: &str| {
         for name in ["App JWT", "installations", "webhook config"] {
@@ -206,7 +209,7 @@ async fn github(r: &mut Report, args: &ServeArgs, installations: Option<Vec<i64>
     let client = match AppAuth::new(gh.app_id, &gh.private_key_pem) {
         Ok(auth) => {
             r.ok("private key", "parses as an RSA key");
-            match AppClient::new(&gh.api_url, auth) {
+            match AppClient::new(&gh.api_url, auth, &gh.fetch.timeouts) {
                 Ok(c) => c,
                 Err(e) => {
                     r.fail("HTTP client", format!("{e:#}"), "report this as a bug");
@@ -247,7 +250,18 @@ async fn github(r: &mut Report, args: &ServeArgs, installations: Option<Vec<i64>
             "none recorded yet (`connectord connectors add`, or install the App)",
         ),
         Some(ids) => {
-            for id in ids {
+            // Each check mints a token (one App-JWT call): a deployment with
+            // thousands of installations gets a sample, not thousands of calls.
+            if ids.len() > MAX_INSTALLATIONS_CHECKED {
+                r.ok(
+                    "installations",
+                    format!(
+                        "{} recorded; checking the first {MAX_INSTALLATIONS_CHECKED} by id",
+                        ids.len()
+                    ),
+                );
+            }
+            for id in ids.into_iter().take(MAX_INSTALLATIONS_CHECKED) {
                 let name = format!("installation {id}");
                 match tokio::time::timeout(CHECK_TIMEOUT, client.installation_token(id)).await {
                     Ok(Ok(())) => r.ok(&name, "token minted"),
