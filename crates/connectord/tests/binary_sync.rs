@@ -716,3 +716,144 @@ async fn a_full_run_at_trace_level_logs_no_secret() {
     drop(server);
     drop(fake);
 }
+
+/// `kill -9` of the real process while a sync downloads the archive: no
+/// release, no last heartbeat, no completion. After a restart on the same
+/// data directory the job runs again once its lease has run out, and ends
+/// exactly as an uninterrupted sync would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_of_serve_mid_sync_runs_the_job_again_after_restart_and_counts_once() {
+    let fake = FakeGitHub::start(APP_ID, TEST_APP_PUBLIC_KEY_PEM).await;
+    fake.add_installation(INSTALLATION);
+    let repo = fake.add_repo(REPO, REPO_ID, INSTALLATION);
+    // Seventy files: the fetch plan takes the archive.
+    for i in 0..70 {
+        repo.write(
+            &format!("docs/page-{i:03}.md"),
+            format!("# Page {i}\n").as_bytes(),
+        );
+    }
+    let head = repo.commit("first");
+    // The archive answers only after 30 s: the kill lands while it is awaited.
+    fake.set_delay("/tarball/", Duration::from_secs(30));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let data = work.join("data");
+    let key_path = work.join("app-key.pem");
+    std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
+    let app_id = APP_ID.to_string();
+    let api_url = fake.base_url();
+    let envs = [
+        ("GITHUB_CONNECTOR_APP_ID", app_id.as_str()),
+        ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&key_path)),
+        ("GITHUB_API_URL", api_url.as_str()),
+        ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("CONNECTORD_LEASE_SECONDS", "3"),
+        ("CONNECTORD_RECONCILE_INTERVAL", "0"),
+    ];
+    let mut server = Server::start_within(work, &data, &[], &envs, STARTUP).await;
+    let cli = Cli::new(work, &server, &data);
+    let (target, initial) = cli.track(INSTALLATION).await;
+    let deadline = Instant::now() + SYNC_TIMEOUT;
+    while fake.calls(fake_github::Endpoint::Tarball) == 0 {
+        server.assert_running();
+        assert!(Instant::now() < deadline, "the archive was never asked for");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = cli.sync_event(&initial).await;
+    assert_eq!(e["status"], "running", "{e}");
+    server.sigkill();
+
+    fake.set_delay("/tarball/", Duration::ZERO);
+    let mut server = Server::start_within(work, &data, &[], &envs, STARTUP).await;
+    let cli = Cli::new(work, &server, &data);
+    let e = wait_completed(&cli, &mut server, &initial).await;
+    assert_eq!(e["attempts"], 2, "the killed try, then this one: {e}");
+    assert_eq!(counts(&e), (70, 0, 0), "counted once: {e}");
+    let t = cli.json(&["targets", "get", &target]).await;
+    assert_eq!(t["lastSyncedSha"], head.as_str(), "{t}");
+    assert_documents_match_git(&cli, &target, &repo, &head).await;
+    let feed = cli.changes(&target, 0).await;
+    let paths: Vec<&str> = feed.iter().filter_map(|c| c["path"].as_str()).collect();
+    let distinct: BTreeSet<&str> = paths.iter().copied().collect();
+    assert_eq!(paths.len(), 70, "one change-feed entry per file: {feed:?}");
+    assert_eq!(distinct.len(), 70, "{feed:?}");
+    server.kill();
+}
+
+/// `serve` reads the App's webhook configuration at start and says, in its
+/// log, what is wrong with it and how to fix it; a good one gets one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_the_start_up_webhook_self_check() {
+    let fake = FakeGitHub::start(APP_ID, TEST_APP_PUBLIC_KEY_PEM).await;
+    fake.add_installation(INSTALLATION);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let key_path = work.join("app-key.pem");
+    std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
+    let app_id = APP_ID.to_string();
+    let api_url = fake.base_url();
+    let envs = [
+        ("GITHUB_CONNECTOR_APP_ID", app_id.as_str()),
+        ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&key_path)),
+        ("GITHUB_API_URL", api_url.as_str()),
+        ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("CONNECTORD_RECONCILE_INTERVAL", "0"),
+    ];
+    let wait_for_log = |server: &mut Server, needle: &str| {
+        let needle = needle.to_owned();
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            let log = server.log_text();
+            if log.contains(&needle) {
+                return log;
+            }
+            server.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {needle:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    fake.set_hook_config(fake_github::HookConfig {
+        url: "https://old-host.example.com/hooks/github".into(),
+        content_type: "form".into(),
+        insecure_ssl: "1".into(),
+        secret_set: false,
+    });
+    let mut server = Server::start_within(work, &work.join("bad"), &[], &envs, STARTUP).await;
+    let log = wait_for_log(
+        &mut server,
+        "GitHub App webhook: the App has no webhook secret",
+    );
+    for problem in [
+        "the webhook URL's path is /hooks/github, but connectord serves /v1/webhooks/connectors/github",
+        "SSL verification is off",
+        "the content type is form",
+    ] {
+        assert!(log.contains(problem), "no warning {problem:?}:\n{log}");
+    }
+    assert!(log.contains("WARN"), "warnings, not info lines:\n{log}");
+    assert!(
+        !log.contains(WEBHOOK_SECRET) && !log.contains(ADMIN_TOKEN),
+        "a secret is in the log:\n{log}"
+    );
+    server.kill();
+
+    fake.set_hook_config(fake_github::HookConfig::default());
+    let mut server = Server::start_within(work, &work.join("good"), &[], &envs, STARTUP).await;
+    let log = wait_for_log(
+        &mut server,
+        "GitHub App webhook: configured as connectord expects",
+    );
+    assert!(
+        !log.contains("GitHub App webhook: the") && !log.contains("SSL verification is off"),
+        "a good set-up gets a warning:\n{log}"
+    );
+    server.kill();
+}
