@@ -289,6 +289,41 @@ async fn assert_documents_match_git(cli: &Cli<'_>, target: &str, repo: &GitRepo,
     }
 }
 
+/// Writes the App's key under `work` and returns the environment that
+/// configures `serve` with the App against `fake`, the webhook secret and the
+/// admin token, without the missed-push pass; `extra` is added (or overrides).
+fn app_env(
+    work: &Path,
+    fake: &FakeGitHub,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    let key_path = work.join("app-key.pem");
+    std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
+    let mut env = vec![
+        ("GITHUB_CONNECTOR_APP_ID", APP_ID.to_string()),
+        (
+            "GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH",
+            str_arg(&key_path).to_owned(),
+        ),
+        ("GITHUB_API_URL", fake.base_url()),
+        (
+            "GITHUB_CONNECTOR_APP_WEBHOOK_SECRET",
+            WEBHOOK_SECRET.to_owned(),
+        ),
+        ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("CONNECTORD_RECONCILE_INTERVAL", "0".to_owned()),
+    ];
+    for (k, v) in extra {
+        env.retain(|(name, _)| name != k);
+        env.push((k, (*v).to_owned()));
+    }
+    env
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 fn push_payload(before: &str, after: &str) -> Value {
     json!({
         "ref": "refs/heads/main",
@@ -340,26 +375,15 @@ async fn serve_syncs_a_repository_through_the_github_app_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
     let data = work.join("data");
-    let key_path = work.join("app-key.pem");
-    std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
-    let app_id = APP_ID.to_string();
-    let api_url = fake.base_url();
-    let mut server = Server::start_within(
+    let env = app_env(
         work,
-        &data,
-        &[],
+        &fake,
         &[
-            ("GITHUB_CONNECTOR_APP_ID", app_id.as_str()),
-            ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&key_path)),
-            ("GITHUB_API_URL", api_url.as_str()),
-            ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
-            ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
             ("CONNECTORD_WORKERS", "2"),
             ("CONNECTORD_LEASE_SECONDS", "30"),
         ],
-        STARTUP,
-    )
-    .await;
+    );
+    let mut server = Server::start_within(work, &data, &[], &env_refs(&env), STARTUP).await;
     let log = server.log_text();
     assert!(
         !log.contains(WEBHOOK_SECRET) && !log.contains(ADMIN_TOKEN),
@@ -740,19 +764,8 @@ async fn a_kill_9_of_serve_mid_sync_runs_the_job_again_after_restart_and_counts_
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
     let data = work.join("data");
-    let key_path = work.join("app-key.pem");
-    std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
-    let app_id = APP_ID.to_string();
-    let api_url = fake.base_url();
-    let envs = [
-        ("GITHUB_CONNECTOR_APP_ID", app_id.as_str()),
-        ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&key_path)),
-        ("GITHUB_API_URL", api_url.as_str()),
-        ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
-        ("CONNECTORD_LEASE_SECONDS", "3"),
-        ("CONNECTORD_RECONCILE_INTERVAL", "0"),
-    ];
+    let env = app_env(work, &fake, &[("CONNECTORD_LEASE_SECONDS", "3")]);
+    let envs = env_refs(&env);
     let mut server = Server::start_within(work, &data, &[], &envs, STARTUP).await;
     let cli = Cli::new(work, &server, &data);
     let (target, initial) = cli.track(INSTALLATION).await;
@@ -791,18 +804,8 @@ async fn serve_logs_the_start_up_webhook_self_check() {
     fake.add_installation(INSTALLATION);
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
-    let key_path = work.join("app-key.pem");
-    std::fs::write(&key_path, TEST_APP_PRIVATE_KEY_PEM).unwrap();
-    let app_id = APP_ID.to_string();
-    let api_url = fake.base_url();
-    let envs = [
-        ("GITHUB_CONNECTOR_APP_ID", app_id.as_str()),
-        ("GITHUB_CONNECTOR_APP_PRIVATE_KEY_PATH", str_arg(&key_path)),
-        ("GITHUB_API_URL", api_url.as_str()),
-        ("GITHUB_CONNECTOR_APP_WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("CONNECTORD_ADMIN_TOKEN", ADMIN_TOKEN),
-        ("CONNECTORD_RECONCILE_INTERVAL", "0"),
-    ];
+    let env = app_env(work, &fake, &[]);
+    let envs = env_refs(&env);
     let wait_for_log = |server: &mut Server, needle: &str| {
         let needle = needle.to_owned();
         let deadline = Instant::now() + STARTUP;
