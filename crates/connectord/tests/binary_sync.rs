@@ -764,7 +764,9 @@ async fn a_kill_9_of_serve_mid_sync_runs_the_job_again_after_restart_and_counts_
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
     let data = work.join("data");
-    let env = app_env(work, &fake, &[("CONNECTORD_LEASE_SECONDS", "3")]);
+    // A 6 s lease: a loaded machine that stalls the process for a second or
+    // two must not let the job be rescued before the kill.
+    let env = app_env(work, &fake, &[("CONNECTORD_LEASE_SECONDS", "6")]);
     let envs = env_refs(&env);
     let mut server = Server::start_within(work, &data, &[], &envs, STARTUP).await;
     let cli = Cli::new(work, &server, &data);

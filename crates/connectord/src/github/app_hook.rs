@@ -157,7 +157,7 @@ impl AppClient {
     /// installation exists and the App may act in it.
     pub async fn installation_token(&self, installation_id: i64) -> Result<(), ApiError> {
         self.auth
-            .token(&self.http, &self.api, installation_id)
+            .token(&self.http, &self.api, installation_id, self.request_timeout)
             .await
             .map(drop)
     }

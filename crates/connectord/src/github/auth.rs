@@ -27,7 +27,15 @@ struct TokenResponse {
 struct CachedToken {
     token: Arc<str>,
     expires_at: i64,
+    minted_at: std::time::Instant,
 }
+
+/// How long GitHub may still refuse a token it has just minted, while the
+/// token spreads through its servers (Octokit waits out the same lag).
+pub const NEW_TOKEN_LAG: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The most an installation-token answer may be (a few hundred bytes).
+const MAX_TOKEN_ANSWER: u64 = 64 << 10;
 
 pub struct AppAuth {
     app_id: i64,
@@ -68,12 +76,14 @@ impl AppAuth {
         tokens.entry(installation_id).or_default().clone()
     }
 
-    /// A valid installation token, minting one if needed.
+    /// A valid installation token, minting one if needed (the mint bounded
+    /// by `timeout` as a whole).
     pub async fn token(
         &self,
         http: &reqwest::Client,
         api: &str,
         installation_id: i64,
+        timeout: std::time::Duration,
     ) -> Result<Arc<str>, ApiError> {
         let slot = self.slot(installation_id);
         // Holding the slot's lock across the mint makes it single-flight.
@@ -88,6 +98,7 @@ impl AppAuth {
         let url = format!("{api}/app/installations/{installation_id}/access_tokens");
         let res = http
             .post(&url)
+            .timeout(timeout)
             .bearer_auth(self.jwt(now)?)
             .send()
             .await
@@ -102,7 +113,9 @@ impl AppAuth {
             metrics::counter!("connectord_github_token_errors_total").increment(1);
             return Err(err);
         }
-        let body: TokenResponse = res.json().await.map_err(|e| {
+        let bytes =
+            super::blobs::read_bounded(res, MAX_TOKEN_ANSWER, "a token answer can be").await?;
+        let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::Transient(format!("reading the installation token response: {e}"))
         })?;
         metrics::counter!("connectord_github_tokens_minted_total").increment(1);
@@ -110,8 +123,19 @@ impl AppAuth {
         *cached = Some(CachedToken {
             token: token.clone(),
             expires_at: body.expires_at.timestamp(),
+            minted_at: std::time::Instant::now(),
         });
         Ok(token)
+    }
+
+    /// Whether `token` is the installation's cached one and was minted less
+    /// than [`NEW_TOKEN_LAG`] ago: a refusal of it may be GitHub's lag.
+    pub async fn is_new(&self, installation_id: i64, token: &str) -> bool {
+        let slot = self.slot(installation_id);
+        let cached = slot.lock().await;
+        cached
+            .as_ref()
+            .is_some_and(|t| &*t.token == token && t.minted_at.elapsed() < NEW_TOKEN_LAG)
     }
 
     /// Forgets `token` (GitHub answered 401 with it), unless a newer one replaced it already.

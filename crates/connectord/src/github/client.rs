@@ -97,10 +97,11 @@ impl GithubClient {
         self.pace(installation_id).await?;
         let url = format!("{}{path}", self.api);
         let mut refreshed = false;
+        let mut lag_waits = 0u64;
         loop {
             let token = self
                 .auth
-                .token(&self.http, &self.api, installation_id)
+                .token(&self.http, &self.api, installation_id, self.request_timeout)
                 .await?;
             let sent = std::time::Instant::now();
             let mut req = self.http.get(&url);
@@ -138,7 +139,19 @@ impl GithubClient {
                 refreshed = true;
                 continue;
             }
-            return Err(classify(res, &format!("GET {path}")).await);
+            let err = classify(res, &format!("GET {path}")).await;
+            // GitHub can refuse a token for a few seconds after minting it
+            // (401 or 403) while it spreads: wait that out (1 s, 2 s) before
+            // taking the refusal as lost access, which stops the sync.
+            if matches!(err, ApiError::Unauthorized(_) | ApiError::Forbidden(_))
+                && lag_waits < 2
+                && self.auth.is_new(installation_id, &token).await
+            {
+                lag_waits += 1;
+                tokio::time::sleep(Duration::from_secs(lag_waits)).await;
+                continue;
+            }
+            return Err(err);
         }
     }
 
@@ -262,8 +275,11 @@ pub async fn classify(res: Response, what: &str) -> ApiError {
                 retry_after: Duration::from_secs(wait as u64),
             };
         }
+        let lower = message.to_ascii_lowercase();
+        // GitHub's older wording for a secondary limit: "abuse detection".
         if status == StatusCode::TOO_MANY_REQUESTS
-            || message.to_ascii_lowercase().contains("rate limit")
+            || lower.contains("rate limit")
+            || lower.contains("abuse")
         {
             // GitHub: with no header to go by, wait at least a minute.
             return ApiError::RateLimited {
@@ -296,3 +312,41 @@ async fn error_body(mut res: Response) -> String {
 }
 
 const ERROR_BODY: usize = 64 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Response {
+        Response::from(
+            axum::http::Response::builder()
+                .status(status)
+                .body(body.to_owned())
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_403_is_a_rate_limit_only_when_it_says_so_and_forbidden_otherwise() {
+        for body in [
+            r#"{"message":"You have exceeded a secondary rate limit."}"#,
+            r#"{"message":"You have triggered an abuse detection mechanism."}"#,
+        ] {
+            let e = classify(answer(403, body), "GET /x").await;
+            assert!(matches!(e, ApiError::RateLimited { .. }), "{body}: {e:?}");
+        }
+        let e = classify(
+            answer(403, r#"{"message":"This installation has been suspended"}"#),
+            "GET /x",
+        )
+        .await;
+        assert!(matches!(e, ApiError::Forbidden(_)), "{e:?}");
+        assert!(e.to_string().contains("suspended"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_error_body_is_read_only_up_to_its_cap() {
+        let long = "x".repeat(ERROR_BODY * 4);
+        assert_eq!(error_body(answer(500, &long)).await.len(), ERROR_BODY);
+    }
+}

@@ -52,8 +52,10 @@ pub fn client(t: &Timeouts) -> anyhow::Result<reqwest::Client> {
 /// A failed call as an operator needs it: a timeout says so (reqwest's own
 /// text says only "error sending request"), anything else with its causes.
 pub fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out (GitHub sent nothing within the read or request timeout)".into();
+    if e.is_connect() {
+        // Connect errors (a connect timeout included) say so in their chain.
+    } else if e.is_timeout() {
+        return "timed out (GitHub left the connection silent past the read timeout, or the whole answer took longer than the request timeout)".into();
     }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
